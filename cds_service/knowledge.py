@@ -146,6 +146,10 @@ class Contraindication:
     blocks: tuple[str, ...]          # e.g. ("mri",) or ("gadolinium",)
     when: Criterion
     sources: tuple[str, ...]
+    #: ``block`` (default): the state rules the requirement out. ``caution``: shown to the clinician,
+    #: the study stays possible (e.g. pregnancy and ionising radiation). An engine that ignores this
+    #: field treats every contraindication as ``block``.
+    severity: str = "block"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,11 @@ class Preference:
 
     procedure: str
     when: Criterion | None = None
+    #: Lowest rating this candidate may have and still be recommended. The default keeps the rule
+    #: "only Usually Appropriate studies are recommended"; ``MAY_BE_APPROPRIATE`` marks a fallback
+    #: the guideline names for when the better studies are blocked (CT myelography when MRI cannot
+    #: be done). An engine that ignores this field simply skips such fallbacks.
+    min_rating: Appropriateness = Appropriateness.USUALLY_APPROPRIATE
 
 
 @dataclass(frozen=True)

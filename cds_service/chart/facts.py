@@ -66,6 +66,9 @@ class ChartFacts:
     missing: tuple[str, ...] = ()
     #: Resources skipped because they were malformed (counted, never fatal).
     skipped_resources: int = 0
+    #: OperationOutcome resources met in the prefetch (a whole key's value, or ``search.mode ==
+    #: "outcome"`` entries): the client reported a problem; keys with error/fatal issues are in ``missing``.
+    operation_outcomes: int = 0
 
     def of_kind(self, *kinds: FactKind) -> tuple[ClinicalFact, ...]:
         return tuple(f for f in self.facts if f.kind in kinds)

@@ -1,0 +1,113 @@
+"""Application factory: settings → knowledge, store, JWT verifier, FHIR client → Flask app."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from .audit import instance_name
+from .auth import JwtVerifier
+from .config import Settings
+from .decision import DecisionService
+from .fhir_client import FhirClient
+from .knowledge import Knowledge
+from .knowledge_loader import load_knowledge
+from .observability import Metrics, configure_logging
+from .store import Store
+
+log = logging.getLogger("cds_service")
+
+
+@dataclass
+class CdsExtension:
+    """What the web layer reaches through ``current_app.extensions["cds"]``."""
+
+    settings: Settings
+    knowledge: Knowledge
+    store: Store
+    verifier: JwtVerifier | None
+    metrics: Metrics
+    decisions: DecisionService
+    warmed: bool = False
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None, knowledge: Knowledge | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    settings.validate()
+    configure_logging(settings.log_level)
+
+    knowledge = knowledge or load_knowledge(settings.knowledge_dir or None, settings.knowledge_extra_dirs)
+    if store is None:
+        _ensure_sqlite_dir(settings)
+        store = Store.from_url(settings.database_url)
+        store.init_schema()
+    verifier = _build_verifier(settings, store)
+    metrics = Metrics()
+    metrics.set_knowledge_version(knowledge.version)
+    fhir_client = FhirClient(
+        allowed_servers=settings.allowed_fhir_servers,
+        allow_loopback=settings.development,
+        connect_timeout=settings.fhir_connect_timeout,
+        read_timeout=settings.fhir_read_timeout,
+        max_pages=settings.fhir_max_pages,
+        max_response_bytes=settings.fhir_max_response_bytes,
+    )
+    decisions = DecisionService(
+        settings=settings,
+        knowledge=knowledge,
+        store=store,
+        fhir_client=fhir_client,
+        metrics=metrics,
+        instance=instance_name(),
+        audit_key=settings.audit_hash_key.encode() if settings.audit_hash_key else store.audit_key(),
+    )
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["cds"] = CdsExtension(settings, knowledge, store, verifier, metrics, decisions)
+    from .web import bp
+
+    app.register_blueprint(bp)
+    warm_up(app)
+    log.info("service ready", extra={"knowledge_version": knowledge.version, "instance": instance_name()})
+    return app
+
+
+def warm_up(app: Flask) -> None:
+    """Load lazily-imported models and code paths now, so the first clinical request is not slow."""
+    from .chart.orders import read_draft_orders
+
+    read_draft_orders(
+        {"resourceType": "Bundle", "entry": [{"resource": {
+            "resourceType": "ServiceRequest", "id": "warm-up", "status": "draft", "intent": "order",
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "00000"}]},
+            "subject": {"reference": "Patient/warm-up"}}}]},
+        ("ServiceRequest/warm-up",),
+    )
+    app.extensions["cds"].warmed = True
+
+
+def _build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:
+    if settings.trusted_issuers_file:
+        return JwtVerifier.from_file(
+            settings.trusted_issuers_file, leeway_seconds=settings.jwt_leeway_seconds, replay_cache=store
+        )
+    # Only reachable in development mode: Settings.validate() refuses production without issuers.
+    banner = (
+        "DEVELOPMENT MODE: JWT verification is OFF (no CDS_TRUSTED_ISSUERS_FILE). Any caller can use "
+        "this service and only loopback FHIR servers are reachable. Never expose it to a network."
+    )
+    log.warning(banner)
+    print(f"\n*** {banner} ***\n", file=sys.stderr, flush=True)
+    return None
+
+
+def _ensure_sqlite_dir(settings: Settings) -> None:
+    path = settings.sqlite_path()
+    if path is not None and str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,203 @@
+"""Draft orders from ``context.draftOrders``: which ServiceRequests to rate, and why others were skipped.
+
+``order-select`` rates only the orders named in ``context.selections`` ("ServiceRequest/id");
+``order-sign`` (``selections=None``) rates every ServiceRequest in the Bundle. Other request
+types (MedicationRequest, NutritionOrder, DeviceRequest, VisionPrescription, ...) are skipped
+with a note: they are legitimate in ``draftOrders`` but this service rates imaging only.
+
+Validation policy for each ServiceRequest
+-----------------------------------------
+Each ServiceRequest is validated with the fhir.resources R4B model, but only to find **wrong
+JSON types** (a string where an object is expected, ``coding`` that is not a list, a number
+where a string is expected, ...). Errors that only mean "not strictly valid R4" are tolerated,
+because EHRs and the CDS Hooks sandbox send them on every call: missing 1..1 elements (the
+sandbox sends no ``authoredOn``; some clients send no ``subject``), unknown or R5-only elements,
+format/regex failures (untrimmed codes, ``dateTime`` without a timezone, ids with ``_``), and
+failures of the model itself (fhir.resources raises ``KeyError`` for an unknown contained type).
+
+* A wrong type anywhere inside ``ServiceRequest.code`` makes the order's code unusable: the
+  order is skipped with a note (rating a half-read code could rate the wrong study).
+* A wrong type elsewhere does not stop the order; the fields are read from the dict by a reader
+  that ignores anything of the wrong shape, and unreadable ``reasonCode`` entries are noted.
+* An order whose code has no coding with both ``system`` and ``code`` (the sandbox's
+  ``"code": {"coding": [{}]}`` after "remove study") is *returned* with empty ``codes``: it is a
+  valid "not yet specified" order and the caller answers ``{"cards": []}`` quickly.
+
+The fields are always read from the dict, never from the model, so the result does not depend
+on whether validation passed. Notes never contain patient data: only entry positions,
+resource types and order ids.
+
+Importing the R4B model costs 100-200 ms and the first validation another few ms (lazy class
+loading); :func:`warm_up` does both and is meant to be called once at application start.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from fhir.resources.R4B.servicerequest import ServiceRequest as _ServiceRequestModel
+
+from .facts import Code, DraftOrder
+from .fhirjson import codings_of, text_of
+
+#: Pydantic error types that mean "wrong JSON type", as opposed to "not strictly valid R4".
+#: ``json_invalid``: pydantic tried to read a string as a JSON object; ``model_validation_format``:
+#: fhir-core's message for a non-object given to a complex element.
+_WRONG_TYPE_ERRORS = frozenset({"json_invalid", "model_validation_format", "model_type", "dict_type",
+                                "model_attributes_type", "is_instance_of", "dataclass_type"})
+
+_MAX_NOTES = 20
+
+
+def read_draft_orders(draft_orders: Any, selections: Sequence[str] | None) -> tuple[list[DraftOrder], list[str]]:
+    """Return the ServiceRequests to rate and notes about every entry that was skipped.
+
+    :param draft_orders: ``context.draftOrders`` as received (a Bundle; ``Bundle.type`` is not
+        required). Anything else gives no orders and a note; this function never raises.
+    :param selections: ``context.selections`` for order-select (only those orders are rated),
+        ``None`` for order-sign (all ServiceRequests are rated).
+    """
+    notes: list[str] = []
+    entries = _bundle_entries(draft_orders, notes)
+    if entries is None:
+        return [], notes
+
+    wanted = _selected_references(selections, notes)
+    matched: set[str] = set()
+    orders: list[DraftOrder] = []
+    for index, entry in enumerate(entries):
+        where = f"draftOrders.entry[{index}]"
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            notes.append(f"{where}: skipped, no resource object")
+            continue
+        resource_type = resource.get("resourceType")
+        resource_id = resource.get("id") if isinstance(resource.get("id"), str) else None
+        names = _names_of(resource_type, resource_id, entry.get("fullUrl"))
+        if wanted is not None:
+            selected = names & wanted
+            if not selected:
+                continue  # not selected: not rated, and not worth a note
+            matched |= selected
+        if resource_type != "ServiceRequest":
+            kind = resource_type if isinstance(resource_type, str) else "entry without resourceType"
+            notes.append(f"{where}: {kind} skipped, only ServiceRequest orders are rated")
+            continue
+        order = _read_service_request(resource, resource_id, where, notes)
+        if order is not None:
+            orders.append(order)
+
+    if wanted is not None:
+        for reference in sorted(wanted - matched):
+            notes.append(f"selections: {reference} is not in draftOrders")
+    if len(notes) > _MAX_NOTES:  # a junk Bundle must not turn into thousands of log lines
+        notes[_MAX_NOTES:] = [f"... and {len(notes) - _MAX_NOTES} more notes"]
+    return orders, notes
+
+
+def warm_up() -> None:
+    """Import and exercise the R4B ServiceRequest model once, so the first request is not slow."""
+    _shape_errors({
+        "resourceType": "ServiceRequest", "id": "warm-up", "status": "draft", "intent": "plan",
+        "subject": {"reference": "Patient/warm-up"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70450"}]},
+        "reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "25064002"}]}],
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# draftOrders and selections
+
+
+def _bundle_entries(draft_orders: Any, notes: list[str]) -> list[Any] | None:
+    if draft_orders is None:
+        notes.append("draftOrders: missing")
+        return None
+    if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
+        notes.append("draftOrders: not a FHIR Bundle, no order read")
+        return None
+    entries = draft_orders.get("entry")
+    if entries is None:
+        notes.append("draftOrders: Bundle has no entries")
+        return None
+    if not isinstance(entries, list):
+        notes.append("draftOrders: Bundle.entry is not a list, no order read")
+        return None
+    return entries
+
+
+def _selected_references(selections: Sequence[str] | None, notes: list[str]) -> set[str] | None:
+    if selections is None:
+        return None
+    if isinstance(selections, str):  # a lone "ServiceRequest/x" instead of a list: be lenient
+        selections = [selections]
+    if not isinstance(selections, (list, tuple)):
+        notes.append("selections: not a list, nothing selected")
+        return set()
+    usable = [s.strip() for s in selections if isinstance(s, str) and s.strip()]
+    if len(usable) != len(selections):
+        notes.append("selections: non-string or empty items ignored")
+    return set(usable)
+
+
+def _names_of(resource_type: Any, resource_id: str | None, full_url: Any) -> set[str]:
+    """Strings a selection may use for this entry: "Type/id", and the entry's fullUrl forms."""
+    names: set[str] = set()
+    if isinstance(resource_type, str) and resource_id:
+        names.add(f"{resource_type}/{resource_id}")
+    if isinstance(full_url, str) and full_url:
+        names.add(full_url)  # e.g. "urn:uuid:..." for orders that have no id yet
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# one ServiceRequest
+
+
+def _read_service_request(resource: dict, resource_id: str | None, where: str,
+                          notes: list[str]) -> DraftOrder | None:
+    label = f"{where} (ServiceRequest/{resource_id})" if resource_id else where
+    wrong_types = _shape_errors(resource)
+    if any(loc and loc[0] == "code" for loc in wrong_types):
+        notes.append(f"{label}: skipped, ServiceRequest.code is malformed")
+        return None
+
+    code = resource.get("code")
+    if code is not None and not isinstance(code, dict):  # reached only if validation could not run
+        notes.append(f"{label}: skipped, ServiceRequest.code is malformed")
+        return None
+
+    reason_codes: list[Code] = []
+    reasons = resource.get("reasonCode")
+    if isinstance(reasons, list):
+        for reason in reasons:
+            if isinstance(reason, dict):
+                reason_codes.extend(codings_of(reason))
+    if any(loc and loc[0] == "reasonCode" for loc in wrong_types) or (
+            reasons is not None and not isinstance(reasons, list)):
+        notes.append(f"{label}: malformed reasonCode entries ignored")
+
+    return DraftOrder(
+        resource=resource,
+        resource_id=resource_id,
+        codes=codings_of(code) if code else (),
+        reason_codes=tuple(reason_codes),
+        text=text_of(code) if code else None,
+    )
+
+
+def _shape_errors(resource: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Locations of wrong-JSON-type errors found by the R4B model (empty when none or unknown)."""
+    try:
+        _ServiceRequestModel.model_validate(resource)
+    except Exception as error:  # ValidationError, and KeyError/TypeError raised inside fhir-core
+        errors = getattr(error, "errors", None)
+        if not callable(errors):
+            return []  # the model itself failed: no type information, the dict reader decides
+        try:
+            details = errors()
+        except Exception:
+            return []
+        return [tuple(d.get("loc", ())) for d in details
+                if d.get("type", "").endswith("_type") or d.get("type") in _WRONG_TYPE_ERRORS]
+    return []

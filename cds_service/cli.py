@@ -1,0 +1,76 @@
+"""Command line: ``python -m cds_service {serve,replay,export,check-knowledge,fhir-server}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m cds_service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (development server; see docs/deployment.md for production)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    commands.add_parser("replay", help="replay FHIR fixtures over HTTP and compare with expectations", add_help=False)
+    commands.add_parser("export", help="export decisions or feedback as CSV/JSON", add_help=False)
+    check = commands.add_parser("check-knowledge", help="validate the knowledge base (and extra directories)")
+    check.add_argument("extra_dirs", nargs="*", help="extra knowledge directories to validate on top of the base")
+    check.add_argument("--base", default=None, help="knowledge directory replacing the packaged one")
+    commands.add_parser("fhir-server", help="serve FHIR fixture files on loopback (tests, demos)", add_help=False)
+
+    if argv and argv[0] in {"replay", "export", "fhir-server"}:
+        return _delegate(argv[0], argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.host, args.port)
+    if args.command == "check-knowledge":
+        return _check_knowledge(args.base, args.extra_dirs)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _serve(host: str, port: int) -> int:
+    from .app import create_app
+    from .config import Settings
+
+    settings = Settings.from_env()
+    if "CDS_PUBLIC_BASE_URL" not in __import__("os").environ:
+        settings = replace(settings, public_base_url=f"http://{host}:{port}")
+    app = create_app(settings)
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    return 0
+
+
+def _check_knowledge(base: str | None, extra_dirs: list[str]) -> int:
+    from .knowledge_loader import KnowledgeError, load_knowledge
+
+    try:
+        knowledge = load_knowledge(base, extra_dirs)
+    except KnowledgeError as error:
+        print(f"knowledge base INVALID:\n{error}", file=sys.stderr)
+        return 1
+    print(
+        f"knowledge base {knowledge.version} OK: {len(knowledge.scenarios)} scenarios, "
+        f"{len(knowledge.procedures)} procedures, {len(knowledge.valuesets)} value sets, "
+        f"{len(knowledge.sources)} sources"
+    )
+    return 0
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    if command == "replay":
+        from .replay import main as replay_main
+
+        return replay_main(rest)
+    if command == "export":
+        from .export_cli import run_export
+
+        return run_export(rest)
+    from .fixture_fhir_server import main as fhir_main
+
+    return fhir_main(rest) or 0

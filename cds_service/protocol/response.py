@@ -1,0 +1,91 @@
+"""CDS Hooks 2.0 response objects.
+
+Plain dataclasses mirroring the spec's names. ``to_json`` drops ``None`` and empty collections,
+because CDS Hooks 2.0 forbids ``null`` and empty optional fields (the one permitted empty array,
+``cards``, is written by the caller).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses → dicts with camelCase keys, without ``None``/empty values."""
+    if is_dataclass(value):
+        out = {}
+        for f in fields(value):
+            item = to_json(getattr(value, f.name))
+            if item is None or item == [] or item == {} or item == "":
+                continue
+            out[f.metadata.get("json", f.name)] = item
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items() if v is not None}
+    return value
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    url: str
+    type: str = "absolute"
+
+
+@dataclass(frozen=True)
+class Action:
+    type: str                                   # create | update | delete
+    description: str
+    resource: dict | None = None
+    resource_id: str | None = field(default=None, metadata={"json": "resourceId"})
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    label: str
+    actions: tuple[Action, ...]
+    uuid: str = field(default_factory=new_uuid)
+    is_recommended: bool | None = field(default=None, metadata={"json": "isRecommended"})
+
+
+@dataclass(frozen=True)
+class Card:
+    summary: str
+    indicator: str                              # info | warning | critical
+    source: Source
+    detail: str | None = None
+    suggestions: tuple[Suggestion, ...] = ()
+    selection_behavior: str | None = field(default=None, metadata={"json": "selectionBehavior"})
+    override_reasons: tuple[Coding, ...] = field(default=(), metadata={"json": "overrideReasons"})
+    links: tuple[Link, ...] = ()
+    uuid: str = field(default_factory=new_uuid)
+
+    def __post_init__(self):
+        # CDS Hooks 2.0: summary "<140-character"; selectionBehavior MUST accompany suggestions.
+        if len(self.summary) >= 140:
+            raise ValueError(f"card summary is {len(self.summary)} characters; it must be under 140")
+        if self.suggestions and not self.selection_behavior:
+            raise ValueError("a card with suggestions needs selectionBehavior")

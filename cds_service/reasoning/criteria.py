@@ -1,0 +1,503 @@
+"""Knowledge criteria (docs/knowledge.md, "Criteria") evaluated over one request's chart facts.
+
+A criterion is the JSON object the knowledge author wrote: exactly one operator key plus that
+operator's options. :func:`evaluate` answers whether it holds and which chart facts made it hold
+(:class:`~cds_service.reasoning.assessment.Evidence`, shown on cards).
+
+Speed matters because every scenario, rating, preference, contraindication and recommendation of
+the knowledge base is a criterion, evaluated per order. :class:`CriteriaEvaluator` therefore
+indexes the request's facts once per kind by normalised ``(system, code)`` (lazily, only for the
+kinds a criterion asks about) and memoises value-set matches and sub-criteria, so a value set is
+matched against the chart once per request however many scenarios use it. The evaluator belongs
+to one request: nothing is kept between requests, and nothing here does I/O or logs.
+
+The loader validates the knowledge (operators, options, value-set and definition references), so
+an unknown operator or reference here is a programming error and raises :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Callable, Iterable
+
+from ..chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
+from ..knowledge import Criterion, Knowledge, ValueSet, normalise_code
+from .assessment import Evidence
+
+__all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "OPERATOR_OPTIONS"]
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """Whether a criterion holds, and the chart facts that make it hold (empty for ``not``)."""
+
+    holds: bool
+    evidence: tuple[Evidence, ...] = ()
+
+
+FALSE = CriterionResult(False)
+
+_WINDOW = frozenset({"within_days", "older_than_days"})
+
+#: Options each operator accepts. The date windows are accepted on every fact operator (the
+#: format documents the ones authors need; accepting both everywhere costs nothing and keeps a
+#: schema that allows them from turning into a runtime error).
+OPERATOR_OPTIONS: dict[str, frozenset[str]] = {
+    "all": frozenset(),
+    "any": frozenset(),
+    "not": frozenset(),
+    "ref": frozenset(),
+    "condition": _WINDOW | {"clinical_status", "exclude_order_reasons"},
+    "procedure": _WINDOW,
+    "medication": _WINDOW,
+    "observation": _WINDOW | {"value_below", "value_above", "value_in"},
+    "marker_trend": frozenset({"trend", "window_days", "min_rise_fraction"}),
+    "device": _WINDOW,
+    "allergy": _WINDOW,
+    "finding": _WINDOW,
+    "imaging": _WINDOW,
+}
+
+DEFAULT_TREND = "rising"
+DEFAULT_TREND_WINDOW_DAYS = 365
+DEFAULT_MIN_RISE_FRACTION = 0.2
+
+#: Statuses that mean "this did not happen / is not true" for each kind of fact. A fact with one
+#: of them never satisfies a criterion. ``procedure``, ``device`` and ``allergy`` are the format's
+#: rules; ``entered-in-error`` (and ``cancelled`` where the resource has it) is void everywhere.
+_VOID_STATUSES: dict[FactKind, frozenset[str]] = {
+    FactKind.CONDITION: frozenset({"entered-in-error"}),
+    FactKind.ORDER_REASON: frozenset(),
+    FactKind.PROCEDURE: frozenset({"not-done", "entered-in-error"}),
+    FactKind.MEDICATION: frozenset({"entered-in-error", "cancelled"}),
+    FactKind.OBSERVATION: frozenset({"entered-in-error", "cancelled"}),
+    FactKind.DEVICE: frozenset({"inactive", "entered-in-error"}),
+    FactKind.ALLERGY: frozenset({"resolved", "refuted", "entered-in-error"}),
+    FactKind.IMAGING: frozenset({"entered-in-error", "cancelled"}),
+    FactKind.FINDING: frozenset({"entered-in-error", "cancelled"}),
+}
+_VOID_VERIFICATIONS = frozenset({"refuted", "entered-in-error"})
+
+#: Clinical status given to reasons on the draft order: the order is being placed for that
+#: problem now, so for a ``clinical_status`` filter it is an active problem.
+ORDER_REASON_STATUS = "active"
+
+
+def evaluate(criterion: Criterion, facts: ChartFacts, knowledge: Knowledge) -> CriterionResult:
+    """Evaluate one criterion; see :class:`CriteriaEvaluator` to evaluate many over one chart."""
+    return CriteriaEvaluator(facts, knowledge).evaluate(criterion)
+
+
+def _day(value: date | None) -> date | None:
+    """Dates compare as days; a datetime that slipped through is cut to its date."""
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def _is_void(fact: ClinicalFact) -> bool:
+    if fact.status is not None and fact.status in _VOID_STATUSES.get(fact.kind, ()):
+        return True
+    return fact.verification is not None and fact.verification in _VOID_VERIFICATIONS
+
+
+def _fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
+    """"Pelvic pain (2026-10-02, Condition/abc)"; order reasons say so instead of a date."""
+    if fact.kind is FactKind.ORDER_REASON:
+        return f"{title} (reason on this order, {fact.source})"
+    if day is None:
+        return f"{title} (undated, {fact.source})"
+    return f"{title} ({day.isoformat()}, {fact.source})"
+
+
+def _format_value(value: float | None, unit: str | None) -> str:
+    if value is None:
+        return ""
+    text = f"{value:g}"
+    return f"{text} {unit}" if unit else text
+
+
+class CriteriaEvaluator:
+    """Evaluates criteria over the facts of one request; create one per request, never share.
+
+    Caches (facts indexed by kind and code, value-set matches, results of sub-criteria) live on
+    the instance and die with it, so two requests can never see each other's patient.
+    """
+
+    def __init__(self, facts: ChartFacts, knowledge: Knowledge):
+        self.facts = facts
+        self.knowledge = knowledge
+        self.today: date = _day(facts.today)  # type: ignore[assignment]
+        self._positions: dict[int, int] = {}
+        self._by_kind: dict[FactKind, tuple[ClinicalFact, ...]] | None = None
+        self._code_index: dict[FactKind, dict[tuple[str, str], list[ClinicalFact]]] = {}
+        self._matches: dict[tuple[str, tuple[FactKind, ...]], tuple[ClinicalFact, ...]] = {}
+        self._results: dict[int, tuple[Criterion, CriterionResult]] = {}
+        self._resolving: list[str] = []
+        self._handlers: dict[str, Callable[[Criterion], CriterionResult]] = {
+            "all": self._all,
+            "any": self._any,
+            "not": self._not,
+            "ref": self._ref,
+            "condition": self._condition,
+            "procedure": self._procedure,
+            "medication": self._medication,
+            "observation": self._observation,
+            "marker_trend": self._marker_trend,
+            "device": self._device,
+            "allergy": self._allergy,
+            "finding": self._finding,
+            "imaging": self._imaging,
+        }
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def evaluate(self, criterion: Criterion) -> CriterionResult:
+        """Whether ``criterion`` holds for this chart, with evidence; memoised per criterion object.
+
+        The memo keeps a reference to the criterion, so its ``id`` cannot be reused while cached.
+        """
+        cached = self._results.get(id(criterion))
+        if cached is not None and cached[0] is criterion:
+            return cached[1]
+        operator = self._operator(criterion)
+        result = self._handlers[operator](criterion)
+        self._results[id(criterion)] = (criterion, result)
+        return result
+
+    def holds(self, criterion: Criterion | None) -> bool:
+        """``None`` (no ``when``) always holds."""
+        return criterion is None or self.evaluate(criterion).holds
+
+    @staticmethod
+    def _operator(criterion: Criterion) -> str:
+        if not isinstance(criterion, dict) and not hasattr(criterion, "keys"):
+            raise ValueError(f"criterion must be an object, got {type(criterion).__name__}")
+        operators = [key for key in criterion if key in OPERATOR_OPTIONS]
+        if len(operators) != 1:
+            raise ValueError(f"criterion needs exactly one operator, got {sorted(criterion)}")
+        operator = operators[0]
+        unknown = set(criterion) - {operator} - OPERATOR_OPTIONS[operator]
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for operator {operator!r}")
+        return operator
+
+    # -- logic ---------------------------------------------------------------------------------
+
+    def _all(self, criterion: Criterion) -> CriterionResult:
+        evidence: list[Evidence] = []
+        for child in criterion["all"]:
+            result = self.evaluate(child)
+            if not result.holds:
+                return FALSE
+            evidence.extend(result.evidence)
+        return CriterionResult(True, tuple(evidence))
+
+    def _any(self, criterion: Criterion) -> CriterionResult:
+        """Every holding branch contributes evidence (a card can show pain *and* swelling)."""
+        evidence: list[Evidence] = []
+        holds = False
+        for child in criterion["any"]:
+            result = self.evaluate(child)
+            if result.holds:
+                holds = True
+                evidence.extend(result.evidence)
+        return CriterionResult(holds, tuple(evidence)) if holds else FALSE
+
+    def _not(self, criterion: Criterion) -> CriterionResult:
+        """Absence has no chart fact to show, so ``not`` gives no evidence."""
+        return CriterionResult(not self.evaluate(criterion["not"]).holds)
+
+    def _ref(self, criterion: Criterion) -> CriterionResult:
+        name = criterion["ref"]
+        try:
+            definition = self.knowledge.definitions[name]
+        except KeyError:
+            raise ValueError(f"unknown definition {name!r}") from None
+        if name in self._resolving:
+            raise ValueError(f"definition cycle: {' -> '.join([*self._resolving, name])}")
+        self._resolving.append(name)
+        try:
+            return self.evaluate(definition)
+        finally:
+            self._resolving.pop()
+
+    # -- fact operators ------------------------------------------------------------------------
+
+    def _condition(self, criterion: Criterion) -> CriterionResult:
+        kinds: tuple[FactKind, ...] = (FactKind.CONDITION,)
+        if not criterion.get("exclude_order_reasons", False):
+            kinds = (FactKind.CONDITION, FactKind.ORDER_REASON)
+        statuses = criterion.get("clinical_status")
+        allowed = frozenset(statuses) if statuses is not None else None
+
+        def status_ok(fact: ClinicalFact) -> bool:
+            if allowed is None:
+                return True
+            status = ORDER_REASON_STATUS if fact.kind is FactKind.ORDER_REASON else fact.status
+            # An unknown clinical status never satisfies a status filter (as undated facts never
+            # satisfy a window): we do not guess that a problem is active.
+            return status is not None and status in allowed
+
+        return self._coded(criterion, "condition", kinds, status_ok)
+
+    def _procedure(self, criterion: Criterion) -> CriterionResult:
+        return self._coded(criterion, "procedure", (FactKind.PROCEDURE,))
+
+    def _medication(self, criterion: Criterion) -> CriterionResult:
+        return self._coded(criterion, "medication", (FactKind.MEDICATION,))
+
+    def _device(self, criterion: Criterion) -> CriterionResult:
+        return self._coded(criterion, "device", (FactKind.DEVICE,))
+
+    def _allergy(self, criterion: Criterion) -> CriterionResult:
+        return self._coded(criterion, "allergy", (FactKind.ALLERGY,))
+
+    def _finding(self, criterion: Criterion) -> CriterionResult:
+        return self._coded(criterion, "finding", (FactKind.FINDING,))
+
+    def _observation(self, criterion: Criterion) -> CriterionResult:
+        below = criterion.get("value_below")
+        above = criterion.get("value_above")
+        value_in = self._valueset(criterion["value_in"]) if "value_in" in criterion else None
+        numeric = below is not None or above is not None
+
+        def value_ok(fact: ClinicalFact) -> bool:
+            # Existential, as the format says ("an Observation ... with"): authors bound it in time
+            # with within_days when only a recent value should count (e.g. eGFR).
+            if numeric:
+                if fact.value is None:
+                    return False
+                if below is not None and not fact.value < below:
+                    return False
+                if above is not None and not fact.value > above:
+                    return False
+            if value_in is not None and not any(value_in.contains(code) for code in fact.value_codes):
+                return False
+            return True
+
+        def label(title: str, fact: ClinicalFact, day: date | None) -> str:
+            shown = _format_value(fact.value, fact.unit)
+            if not shown and fact.value_codes:
+                shown = fact.value_codes[0].display or fact.value_codes[0].code
+            return _fact_label(f"{title} {shown}" if shown else title, fact, day)
+
+        return self._coded(criterion, "observation", (FactKind.OBSERVATION,), value_ok, label)
+
+    def _coded(
+        self,
+        criterion: Criterion,
+        operator: str,
+        kinds: tuple[FactKind, ...],
+        accept: Callable[[ClinicalFact], bool] | None = None,
+        label: Callable[[str, ClinicalFact, date | None], str] = _fact_label,
+    ) -> CriterionResult:
+        """Facts of ``kinds`` coded in the value set, inside the date window, accepted by ``accept``."""
+        valueset = self._valueset(criterion[operator])
+        within = criterion.get("within_days")
+        older = criterion.get("older_than_days")
+        evidence: list[Evidence] = []
+        for fact in self.matching_facts(valueset, kinds):
+            day = self._fact_day(fact)
+            if self._in_window(day, within, older) and (accept is None or accept(fact)):
+                evidence.append(Evidence(label=label(valueset.title, fact, day), fact=fact))
+        if not evidence:
+            return FALSE
+        return CriterionResult(True, _newest_first(evidence))
+
+    def _marker_trend(self, criterion: Criterion) -> CriterionResult:
+        """Delegates "rising" to the chart module, so the service has one definition of it."""
+        from ..chart.extract import extract_tumour_marker_trend
+
+        valueset = self._valueset(criterion["marker_trend"])
+        wanted = criterion.get("trend", DEFAULT_TREND)
+        series = self.matching_facts(valueset, (FactKind.OBSERVATION,))
+        if not series:
+            return FALSE
+        members = {id(fact) for fact in series}
+        # The chart module reads only the facts it is given; handing it the value set's
+        # observations (non-void, chart order) spares it the rest of the chart.
+        trend: MarkerTrend = extract_tumour_marker_trend(
+            series,
+            lambda fact: id(fact) in members,
+            self.today,
+            criterion.get("window_days", DEFAULT_TREND_WINDOW_DAYS),
+            criterion.get("min_rise_fraction", DEFAULT_MIN_RISE_FRACTION),
+        )
+        if trend.direction != wanted:
+            return FALSE
+        return CriterionResult(True, (Evidence(label=_trend_label(valueset.title, trend), facts=trend.points),))
+
+    def _imaging(self, criterion: Criterion) -> CriterionResult:
+        """Prior studies: an IMAGING fact counts when one of its codes is a code of a listed study."""
+        wanted = list(criterion["imaging"])
+        for procedure_id in wanted:
+            if procedure_id not in self.knowledge.procedures:
+                raise ValueError(f"unknown procedure {procedure_id!r}")
+        within = criterion.get("within_days")
+        older = criterion.get("older_than_days")
+        evidence: list[Evidence] = []
+        for fact in self.prior_studies(wanted):
+            day = self._fact_day(fact)
+            if not self._in_window(day, within, older):
+                continue
+            matched = self._study_procedures(fact)
+            name = next(p.name for p in matched if p.id in wanted)
+            evidence.append(Evidence(label=_fact_label(f"Prior {name}", fact, day), fact=fact))
+        if not evidence:
+            return FALSE
+        return CriterionResult(True, _newest_first(evidence))
+
+    # -- indexes -------------------------------------------------------------------------------
+
+    def prior_studies(self, procedure_ids: Iterable[str]) -> tuple[ClinicalFact, ...]:
+        """IMAGING facts that are a study of one of these catalogue procedures, in chart order."""
+        wanted = set(procedure_ids)
+        return tuple(
+            fact
+            for fact in self._facts_of_kind(FactKind.IMAGING)
+            if any(p.id in wanted for p in self._study_procedures(fact))
+        )
+
+    def _study_procedures(self, fact: ClinicalFact):
+        return self.knowledge.procedures_for(fact.codes)
+
+    def matching_facts(self, valueset: ValueSet, kinds: tuple[FactKind, ...]) -> tuple[ClinicalFact, ...]:
+        """Non-void facts of ``kinds`` with a code in ``valueset``, in chart order (memoised)."""
+        key = (valueset.id, kinds)
+        cached = self._matches.get(key)
+        if cached is not None:
+            return cached
+        found: dict[int, ClinicalFact] = {}
+        for kind in kinds:
+            index = self._index(kind)
+            if len(valueset.codes) < len(index):
+                for code in valueset.codes:
+                    for fact in index.get(code, ()):
+                        found[self._positions[id(fact)]] = fact
+            else:
+                for code, facts in index.items():
+                    if code in valueset.codes:
+                        for fact in facts:
+                            found[self._positions[id(fact)]] = fact
+            if valueset.prefixes:
+                by_system: dict[str, tuple[str, ...]] = {}
+                for system, prefix in valueset.prefixes:
+                    by_system[system] = (*by_system.get(system, ()), prefix)
+                for (system, code), facts in index.items():
+                    prefixes = by_system.get(system)
+                    if prefixes and code.startswith(prefixes):
+                        for fact in facts:
+                            found[self._positions[id(fact)]] = fact
+        result = tuple(found[position] for position in sorted(found))
+        self._matches[key] = result
+        return result
+
+    def _facts_of_kind(self, kind: FactKind) -> tuple[ClinicalFact, ...]:
+        """Non-void facts of ``kind``, in chart order."""
+        self._build_indexes()
+        return self._by_kind.get(kind, ())
+
+    def _index(self, kind: FactKind) -> dict[tuple[str, str], list[ClinicalFact]]:
+        """Normalised ``(system, code)`` → non-void facts of ``kind``."""
+        self._build_indexes()
+        return self._code_index.get(kind, {})
+
+    def _build_indexes(self) -> None:
+        """One pass over the chart on first use: facts by kind, and by code within each kind.
+
+        Codes are grouped as written first and normalised once per distinct code (a chart repeats
+        the same few lab codes hundreds of times).
+        """
+        if self._by_kind is not None:
+            return
+        # A hot loop (every fact of the chart, once per request): written for speed, not beauty.
+        positions = self._positions
+        by_kind: dict[FactKind, list[ClinicalFact]] = {}
+        raw: dict[tuple[FactKind, str, str], list[ClinicalFact]] = {}
+        void_verifications = _VOID_VERIFICATIONS
+        for position, fact in enumerate(self.facts.facts):
+            kind, status, verification = fact.kind, fact.status, fact.verification
+            if (status is not None and status in _VOID_STATUSES[kind]) or (
+                verification is not None and verification in void_verifications
+            ):
+                continue
+            positions[id(fact)] = position
+            kind_facts = by_kind.get(kind)
+            if kind_facts is None:
+                by_kind[kind] = [fact]
+            else:
+                kind_facts.append(fact)
+            for code in fact.codes:
+                key = (kind, code.system, code.code)
+                bucket = raw.get(key)
+                if bucket is None:
+                    raw[key] = [fact]
+                else:
+                    bucket.append(fact)
+        for (kind, system, value), facts in raw.items():
+            index = self._code_index.setdefault(kind, {})
+            index.setdefault(normalise_code(system, value), []).extend(facts)
+        self._by_kind = {kind: tuple(facts) for kind, facts in by_kind.items()}
+
+    def _valueset(self, valueset_id: str) -> ValueSet:
+        try:
+            return self.knowledge.valuesets[valueset_id]
+        except KeyError:
+            raise ValueError(f"unknown value set {valueset_id!r}") from None
+
+    # -- dates ---------------------------------------------------------------------------------
+
+    def _fact_day(self, fact: ClinicalFact) -> date | None:
+        """Reasons on the draft order count as dated today (docs/knowledge.md)."""
+        if fact.kind is FactKind.ORDER_REASON:
+            return _day(fact.date) or self.today
+        return _day(fact.date)
+
+    def _in_window(self, day: date | None, within_days: int | None, older_than_days: int | None) -> bool:
+        """within_days N: no earlier than N days before today; older_than_days N: more than N days ago.
+
+        Undated facts never satisfy a dated option.
+        """
+        if within_days is None and older_than_days is None:
+            return True
+        if day is None:
+            return False
+        if within_days is not None and day < self.today - timedelta(days=within_days):
+            return False
+        if older_than_days is not None and not day < self.today - timedelta(days=older_than_days):
+            return False
+        return True
+
+
+def _trend_label(title: str, trend: MarkerTrend) -> str:
+    """"SCC antigen rising (1.1 → 3.4 ng/mL, 2026-03-01 to 2026-10-01)"."""
+    points = trend.points
+    if not points:
+        return f"{title} {trend.direction}"
+    first, last = points[0], points[-1]
+    values = f"{_format_value(first.value, None)} → {_format_value(last.value, last.unit)}"
+    first_day, last_day = _day(first.date), _day(last.date)
+    span = f", {first_day.isoformat()} to {last_day.isoformat()}" if first_day and last_day else ""
+    return f"{title} {trend.direction} ({values}{span})"
+
+
+def evidence_day(item: Evidence) -> date | None:
+    """The date an evidence item stands for: its fact's date, or the newest of a series."""
+    if item.fact is not None:
+        if item.fact.kind is FactKind.ORDER_REASON and item.fact.date is None:
+            return date.max  # the order is being placed now: newest of all
+        return _day(item.fact.date)
+    days = [_day(f.date) for f in item.facts if f.date is not None]
+    return max(days) if days else None  # type: ignore[type-var]
+
+
+def _newest_first(evidence: list[Evidence]) -> tuple[Evidence, ...]:
+    """Newest first, undated last; stable, so equal dates keep chart order."""
+    return tuple(sorted(evidence, key=_newest_key))
+
+
+def _newest_key(item: Evidence) -> tuple[int, int]:
+    day = evidence_day(item)
+    return (1, 0) if day is None else (0, -day.toordinal())

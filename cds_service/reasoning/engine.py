@@ -1,0 +1,386 @@
+"""Rate one draft imaging order against the knowledge base: pure, no I/O, no state between calls.
+
+:func:`assess_order` reads top to bottom:
+
+1. **Catalogue** — which catalogue studies the order's codes name. None: ``NOT_RATED``, silent.
+2. **Scenario** (:func:`select_scenario`) — scenarios are tried in priority order (highest first,
+   ties in file order). The first scenario whose ``when`` holds *and* whose catalogue context lists
+   one of the ordered studies is applied. A scenario's catalogue context is every study it names:
+   its ratings (whatever their ``when``), its ``preferred`` list, its surveillance studies and its
+   recommendations' ``applies_to``. Priority beats "has an applicable rating": a higher-priority
+   scenario that describes the patient but rates the study only under a condition that does not
+   hold answers ``NO_CRITERIA_APPLY`` rather than letting a less specific scenario rate it.
+   When no holding scenario lists the study, the highest-priority scenario that holds is applied
+   and the answer is ``NO_CRITERIA_APPLY`` (the patient is recognised; the criteria do not cover
+   this study). When no scenario holds: ``NOT_RATED``, silent.
+3. **Ordered study** (:func:`choose_ordered_procedure`) — one code can name several catalogue
+   studies (72197 is "MRI pelvis" and part of "MRI abdomen and pelvis"); the applied scenario's
+   rating table decides. Among the candidates the scenario rates for this patient, a candidate
+   whose codes the order carries completely is preferred (an order for 72197 alone is "MRI pelvis"
+   when the scenario rates MRI pelvis), then the best rating, then code order. If the scenario
+   rates none of them: the first it lists, else the first candidate.
+4. **Rating, table, recommendation, cancel, surveillance, recommendations, evidence** — below.
+
+The :class:`~cds_service.reasoning.criteria.CriteriaEvaluator` made here lives for one call.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from ..chart.facts import ChartFacts, ClinicalFact, DraftOrder
+from ..knowledge import (
+    Appropriateness,
+    Knowledge,
+    Procedure,
+    Scenario,
+    ScenarioRating,
+    SurveillanceSchedule,
+    normalise_code,
+)
+from .assessment import (
+    ActiveContraindication,
+    Evidence,
+    OrderAssessment,
+    Outcome,
+    ScanRating,
+    SurveillanceNotice,
+)
+from .criteria import CriteriaEvaluator, CriterionResult, evidence_day
+
+__all__ = [
+    "assess_order",
+    "select_scenario",
+    "choose_ordered_procedure",
+    "order_covers",
+    "applicable_ratings",
+    "active_contraindications",
+    "recommend_study",
+    "surveillance_notice",
+    "NOT_IN_CATALOGUE",
+    "NO_SCENARIO",
+]
+
+NOT_IN_CATALOGUE = "study not in catalogue"
+NO_SCENARIO = "no scenario applies to this patient"
+
+#: Average month length used to turn schedule months into days.
+DAYS_PER_MONTH = 30.4
+
+
+def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> OrderAssessment:
+    """Everything the cards need to say about one draft order, for this chart."""
+    candidates = knowledge.procedures_for(order.codes)
+    if not candidates:
+        return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, reason=NOT_IN_CATALOGUE)
+
+    evaluator = CriteriaEvaluator(facts, knowledge)
+    selected = select_scenario(candidates, evaluator, knowledge)
+    if selected is None:
+        return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, ordered=candidates[0], reason=NO_SCENARIO)
+    scenario, matched = selected
+
+    ratings = applicable_ratings(scenario, evaluator)
+    ordered = choose_ordered_procedure(order, candidates, scenario, ratings)
+    contraindications = active_contraindications(evaluator, knowledge)
+    blocked_by = blocking(ordered, contraindications)
+    table = rating_table(ratings, knowledge)
+    rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
+    recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
+
+    return OrderAssessment(
+        order=order,
+        outcome=Outcome.RATED if rating is not None else Outcome.NO_CRITERIA_APPLY,
+        ordered=ordered,
+        scenario=scenario,
+        rating=rating,
+        recommended=recommended,
+        recommend_cancel=should_recommend_cancel(scenario, rating, table, contraindications),
+        evidence=scenario_evidence(matched),
+        contraindications=contraindications,
+        ordered_blocked_by=blocked_by,
+        table=table,
+        surveillance=surveillance_notice(scenario.surveillance, ordered, evaluator, knowledge),
+        recommendations=tuple(
+            item
+            for item in scenario.recommendations
+            if (not item.applies_to or ordered.id in item.applies_to) and evaluator.holds(item.when)
+        ),
+    )
+
+
+# -- scenario ------------------------------------------------------------------------------------
+
+
+def scenario_procedure_ids(scenario: Scenario) -> frozenset[str]:
+    """Every study the scenario names: rated (under any ``when``), preferred, surveillance, advice."""
+    ids = {rating.procedure for rating in scenario.ratings}
+    ids.update(preference.procedure for preference in scenario.preferred)
+    if scenario.surveillance is not None:
+        ids.update(scenario.surveillance.procedures)
+    for recommendation in scenario.recommendations:
+        ids.update(recommendation.applies_to)
+    return frozenset(ids)
+
+
+def scenarios_by_priority(knowledge: Knowledge) -> list[Scenario]:
+    """Highest priority first; ``sorted`` is stable, so ties keep file order."""
+    return sorted(knowledge.scenarios, key=lambda scenario: -scenario.priority)
+
+
+def select_scenario(
+    candidates: tuple[Procedure, ...], evaluator: CriteriaEvaluator, knowledge: Knowledge
+) -> tuple[Scenario, CriterionResult] | None:
+    """The scenario to apply (see the module docstring), with the result of its ``when``."""
+    candidate_ids = {procedure.id for procedure in candidates}
+    fallback: tuple[Scenario, CriterionResult] | None = None
+    for scenario in scenarios_by_priority(knowledge):
+        lists_order = not candidate_ids.isdisjoint(scenario_procedure_ids(scenario))
+        if not lists_order and fallback is not None:
+            continue  # cannot beat the fallback already found: skip evaluating its `when`
+        result = evaluator.evaluate(scenario.when)
+        if not result.holds:
+            continue
+        if lists_order:
+            return scenario, result
+        fallback = (scenario, result)
+    return fallback
+
+
+def applicable_ratings(scenario: Scenario, evaluator: CriteriaEvaluator) -> dict[str, ScenarioRating]:
+    """Procedure id → the rating that applies to this patient: the first, in authored order, whose
+    ``when`` holds (authors list a symptom-directed rating before the general one)."""
+    found: dict[str, ScenarioRating] = {}
+    for rating in scenario.ratings:
+        if rating.procedure not in found and evaluator.holds(rating.when):
+            found[rating.procedure] = rating
+    return found
+
+
+def choose_ordered_procedure(
+    order: DraftOrder,
+    candidates: tuple[Procedure, ...],
+    scenario: Scenario,
+    ratings: dict[str, ScenarioRating],
+) -> Procedure:
+    """Which of the catalogue studies the order's codes name this order means (module docstring)."""
+    rated = [procedure for procedure in candidates if procedure.id in ratings]
+    if rated:
+        order_codes = {normalise_code(code.system, code.code) for code in order.codes}
+
+        def rank(item: tuple[int, Procedure]) -> tuple[int, int, int]:
+            position, procedure = item
+            complete = order_covers(order_codes, procedure)
+            return (0 if complete else 1, -ratings[procedure.id].rating.rank, position)
+
+        return min(enumerate(rated), key=rank)[1]
+    listed = scenario_procedure_ids(scenario)
+    return next((procedure for procedure in candidates if procedure.id in listed), candidates[0])
+
+
+def order_covers(order_codes: set[tuple[str, str]], procedure: Procedure) -> bool:
+    """Whether the order carries every code of the study in the code systems the order uses (a CPT
+    order is not expected to carry the study's LOINC codes): 72197 alone covers "MRI pelvis" but
+    not "MRI abdomen and pelvis" (74183 + 72197)."""
+    systems = {system for system, _ in order_codes}
+    needed = {normalise_code(c.system, c.code) for c in procedure.codes}
+    needed = {code for code in needed if code[0] in systems}
+    return bool(needed) and needed <= order_codes
+
+
+def scenario_evidence(result: CriterionResult) -> tuple[Evidence, ...]:
+    """The scenario's evidence, each chart fact once, most specific first.
+
+    "Most specific" is taken to be "newest": what changed recently (a new symptom, a rising marker,
+    a reason on this order) is what put the patient in this scenario; the diagnosis and treatment
+    history behind it are older. Undated items come last; ties keep the criterion's order. A fact
+    that supports several criteria keeps the label of the first one, in authored order.
+    """
+    seen: set[object] = set()
+    unique: list[Evidence] = []
+    for item in result.evidence:
+        key: object = item.fact if item.fact is not None else (item.label, item.facts)
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(item)
+
+    def newest(item: Evidence) -> tuple[int, int]:
+        day = evidence_day(item)
+        return (1, 0) if day is None else (0, -day.toordinal())
+
+    return tuple(sorted(unique, key=newest))
+
+
+# -- ratings and recommendation ------------------------------------------------------------------
+
+
+def _scan_rating(rating: ScenarioRating, knowledge: Knowledge) -> ScanRating:
+    return ScanRating(
+        procedure=knowledge.procedures[rating.procedure],
+        rating=rating.rating,
+        sources=rating.sources,
+        confidence=rating.confidence,
+    )
+
+
+def rating_table(ratings: dict[str, ScenarioRating], knowledge: Knowledge) -> tuple[ScanRating, ...]:
+    """The scenario's table as it applies to this patient: best rating first, then by name."""
+    rows = [_scan_rating(rating, knowledge) for rating in ratings.values()]
+    return tuple(sorted(rows, key=lambda row: (-row.rating.rank, row.procedure.name)))
+
+
+def active_contraindications(evaluator: CriteriaEvaluator, knowledge: Knowledge) -> tuple[ActiveContraindication, ...]:
+    found = []
+    for contraindication in knowledge.contraindications:
+        result = evaluator.evaluate(contraindication.when)
+        if result.holds:
+            found.append(ActiveContraindication(contraindication, result.evidence))
+    return tuple(found)
+
+
+def blocking(procedure: Procedure, active: tuple[ActiveContraindication, ...]) -> tuple[ActiveContraindication, ...]:
+    """Active contraindications that block something the study requires."""
+    needs = set(procedure.requires)
+    return tuple(item for item in active if needs.intersection(item.contraindication.blocks))
+
+
+def recommend_study(
+    scenario: Scenario,
+    ordered: Procedure,
+    ordered_rating: ScanRating | None,
+    ratings: dict[str, ScenarioRating],
+    active: tuple[ActiveContraindication, ...],
+    evaluator: CriteriaEvaluator,
+    knowledge: Knowledge,
+) -> ScanRating | None:
+    """The study to suggest instead of the ordered one, or None.
+
+    The candidate is the first ``preferred`` entry whose ``when`` holds, which this scenario rates
+    Usually Appropriate for this patient, and which no active contraindication blocks. We do not
+    nag about an ordered study that is itself Usually Appropriate and not blocked; a blocked order
+    gets the first unblocked preference even when it is rated Usually Appropriate.
+    """
+    ordered_blocked = bool(blocking(ordered, active))
+    if (
+        not ordered_blocked
+        and ordered_rating is not None
+        and ordered_rating.rating is Appropriateness.USUALLY_APPROPRIATE
+    ):
+        return None
+    for preference in scenario.preferred:
+        rating = ratings.get(preference.procedure)
+        if rating is None or rating.rating is not Appropriateness.USUALLY_APPROPRIATE:
+            continue
+        procedure = knowledge.procedures[preference.procedure]
+        if blocking(procedure, active) or not evaluator.holds(preference.when):
+            continue
+        return None if procedure.id == ordered.id else _scan_rating(rating, knowledge)
+    return None
+
+
+def should_recommend_cancel(
+    scenario: Scenario,
+    rating: ScanRating | None,
+    table: tuple[ScanRating, ...],
+    active: tuple[ActiveContraindication, ...],
+) -> bool:
+    """Low-value surveillance: an Usually Not Appropriate order when no study in the table is
+    Usually Appropriate (and unblocked) for this patient — the right move is not to image."""
+    if not scenario.low_value_surveillance or rating is None:
+        return False
+    if rating.rating is not Appropriateness.USUALLY_NOT_APPROPRIATE:
+        return False
+    return not any(
+        row.rating is Appropriateness.USUALLY_APPROPRIATE and not blocking(row.procedure, active) for row in table
+    )
+
+
+# -- surveillance --------------------------------------------------------------------------------
+
+
+def months_between(start: date, end: date) -> int:
+    """Whole calendar months from ``start`` to ``end`` (0 when ``end`` is in the same month span)."""
+    months = (end.year - start.year) * 12 + (end.month - start.month)
+    if end.day < start.day:
+        months -= 1
+    return months
+
+
+def expected_interval(schedule: SurveillanceSchedule, months_since_anchor: int | None) -> int | None:
+    """Months expected between studies at this point of the schedule.
+
+    A row covers months up to and including ``until_month`` (``None`` = thereafter). Past the last
+    row the schedule has ended: None, no judgement. Without an anchor date the shortest interval
+    of the schedule is used: a repeat sooner than even that is early wherever the patient is in
+    the schedule, so the notice can never be a false alarm about timing.
+    """
+    if not schedule.intervals:
+        return None
+    if months_since_anchor is None:
+        return min(every for _, every in schedule.intervals)
+    for until_month, every_months in schedule.intervals:
+        if until_month is None or months_since_anchor <= until_month:
+            return every_months
+    return None
+
+
+def surveillance_notice(
+    schedule: SurveillanceSchedule | None,
+    ordered: Procedure,
+    evaluator: CriteriaEvaluator,
+    knowledge: Knowledge,
+) -> SurveillanceNotice | None:
+    """A notice when the ordered surveillance study repeats the last one sooner than scheduled.
+
+    Month 0 is the latest date of the facts that make ``anchor`` hold (e.g. end of treatment).
+    Only studies on or after the anchor count as surveillance (earlier ones were staging or
+    response studies); without an anchor every matching prior study counts.
+    """
+    if schedule is None or ordered.id not in schedule.procedures:
+        return None
+    today = evaluator.today
+    anchor_result = evaluator.evaluate(schedule.anchor)
+    anchor_days = [day for item in anchor_result.evidence if (day := _evidence_fact_day(item)) is not None]
+    anchor = max(anchor_days) if anchor_result.holds and anchor_days else None
+    months_since_anchor = months_between(anchor, today) if anchor is not None else None
+
+    every_months = expected_interval(schedule, months_since_anchor)
+    if every_months is None:
+        return None
+    last = _latest_study(evaluator.prior_studies(schedule.procedures), not_before=anchor, today=today)
+    if last is None:
+        return None
+    last_day = _as_day(last.date)
+    days_since_last = (today - last_day).days
+    if days_since_last >= every_months * DAYS_PER_MONTH - schedule.tolerance_days:
+        return None
+    return SurveillanceNotice(
+        last_study=last,
+        days_since_last=days_since_last,
+        expected_interval_months=every_months,
+        months_since_anchor=months_since_anchor,
+    )
+
+
+def _as_day(value: date) -> date:
+    return value.date() if hasattr(value, "hour") else value  # datetime → date
+
+
+def _evidence_fact_day(item: Evidence) -> date | None:
+    days = [_as_day(fact.date) for fact in ((item.fact,) if item.fact else item.facts) if fact.date is not None]
+    return max(days) if days else None
+
+
+def _latest_study(studies: tuple[ClinicalFact, ...], not_before: date | None, today: date) -> ClinicalFact | None:
+    """The newest dated study no later than today (and not before the anchor, when there is one)."""
+    latest: ClinicalFact | None = None
+    for study in studies:
+        if study.date is None:
+            continue
+        day = _as_day(study.date)
+        if day > today or (not_before is not None and day < not_before):
+            continue
+        if latest is None or day > _as_day(latest.date):  # type: ignore[arg-type]
+            latest = study
+    return latest

@@ -1,0 +1,160 @@
+"""HTTP layer: routes, CORS, body limits, JWT, and the mapping of errors to JSON answers.
+
+Each route is a line or two into ``DecisionService``; no medicine and no FHIR here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .errors import CdsError, InvalidRequest, PayloadTooLarge, Unauthorized, UnknownService
+from .protocol.services import SERVICES_BY_ID, ServiceDefinition, discovery_document
+
+log = logging.getLogger("cds_service.web")
+bp = Blueprint("cds", __name__)
+
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+
+
+def json_response(body, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _cds():
+    return current_app.extensions["cds"]
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+@bp.get("/cds-services")
+def discovery():
+    _authenticate()
+    return json_response(discovery_document())
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    service = _service(service_id)
+    _authenticate()
+    status = 500
+    started = time.perf_counter()
+    try:
+        answer = _cds().decisions.decide(service, _json_body())
+        status = 200
+        return json_response(answer)
+    except CdsError as error:
+        status = error.status
+        raise
+    finally:
+        _cds().metrics.observe_request(service.id, service.hook, status, time.perf_counter() - started)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    service = _service(service_id)
+    _authenticate()
+    stored = _cds().decisions.record_feedback(service, _json_body())
+    return json_response({"stored": stored})
+
+
+@bp.get("/health")
+def health():
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: knowledge loaded, models warmed, database reachable."""
+    cds = _cds()
+    checks = {"knowledge": cds.knowledge.version, "database": cds.store.ping(), "warmed": cds.warmed}
+    ok = bool(checks["database"] and checks["warmed"])
+    return json_response({"status": "ready" if ok else "not-ready", **checks}, 200 if ok else 503)
+
+
+@bp.get("/metrics")
+def metrics():
+    body, content_type = _cds().metrics.render()
+    return Response(body, mimetype=None, content_type=content_type)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _service(service_id: str) -> ServiceDefinition:
+    service = SERVICES_BY_ID.get(service_id)
+    if service is None:
+        raise UnknownService(f"no CDS service with id {service_id!r}")
+    return service
+
+
+def _authenticate() -> None:
+    verifier = _cds().verifier
+    if verifier is None:  # development mode without trusted issuers (announced at start-up)
+        return
+    audience = _cds().settings.public_base_url.rstrip("/") + request.path
+    g.jwt_claims = verifier.verify(request.headers.get("Authorization"), audience)
+
+
+def _json_body():
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body exceeds {current_app.config['MAX_CONTENT_LENGTH']} bytes") from None
+    if not raw:
+        raise InvalidRequest("request body is empty; a JSON object is required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"request body is not valid JSON: {error.msg} at position {error.pos}") from None
+
+
+@bp.after_app_request
+def _cors(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    allowed = _cds().settings.cors_origins
+    if origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        if "*" not in allowed:
+            response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        response.headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+@bp.app_errorhandler(CdsError)
+def _cds_error(error: CdsError):
+    if isinstance(error, Unauthorized):
+        # CDS Hooks best practice: 401 "without any additional information".
+        log.info("request refused: unauthorized", extra={"status": 401, "error": error.message, "path": request.path})
+        response = json_response({"error": error.code}, 401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    log.info("request refused", extra={"status": error.status, "error": error.code, "path": request.path})
+    body = {"error": error.code, "message": error.message}
+    if error.details:
+        body["details"] = error.details
+    return json_response(body, error.status)
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    if isinstance(error, RequestEntityTooLarge):
+        return _cds_error(PayloadTooLarge(f"request body exceeds {current_app.config['MAX_CONTENT_LENGTH']} bytes"))
+    return json_response({"error": error.name.lower().replace(" ", "-"), "message": error.description}, error.code or 500)
+
+
+@bp.app_errorhandler(Exception)
+def _unexpected(error: Exception):
+    # Never echo internals (or request data) to the caller; the log has the type, not the content.
+    log.error("unexpected error", extra={"status": 500, "error": type(error).__name__, "path": request.path})
+    current_app.logger.debug("unexpected error", exc_info=error)
+    return json_response({"error": "internal-error", "message": "the service could not process this request"}, 500)

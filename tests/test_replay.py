@@ -1,0 +1,124 @@
+"""The FHIR fixture replay: every fixture case passes in each of its modes, and date shifting is exact."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from cds_service import replay
+from cds_service.replay import shift_dates
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
+
+
+# --- the whole replay ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results():
+    return replay.run(FIXTURES)
+
+
+def test_every_fixture_case_passes(results):
+    failures = [f"{r.case} [{r.mode}]: {'; '.join(r.problems)}" for r in results if not r.passed]
+    assert not failures, "\n".join(failures)
+
+
+def test_every_case_ran_in_each_of_its_modes(results):
+    ran = {(r.case, r.mode) for r in results}
+    expected = set()
+    for path in sorted((FIXTURES / "cases").glob("*.json")):
+        case = json.loads(path.read_text(encoding="utf-8"))
+        expected |= {(path.stem, mode) for mode in case["modes"]}
+        if case["chart"] is not None:
+            assert {"prefetch", "fetch"} <= set(case["modes"]), f"{path.name}: chart cases run in both modes"
+    assert ran == expected
+    assert len(results) == len(expected)
+
+
+def test_main_prints_a_summary_and_fails_on_a_mismatch(tmp_path):
+    # A one-case copy of the fixtures whose expectation is deliberately wrong.
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "charts").mkdir()
+    case = json.loads((FIXTURES / "cases" / "protocol-empty-sandbox-order.json").read_text(encoding="utf-8"))
+    (tmp_path / "cases" / "ok.json").write_text(json.dumps(case))
+    case["expect"] = {"status": 200, "cards": [{"indicator": "warning"}]}
+    (tmp_path / "cases" / "wrong.json").write_text(json.dumps(case))
+    out = io.StringIO()
+    assert replay.main([str(tmp_path)], out=out) == 1
+    lines = out.getvalue().splitlines()
+    assert "1 passed, 1 failed" in lines
+    assert any(line.startswith("wrong") and "FAIL" in line for line in lines)
+
+    out = io.StringIO()
+    assert replay.main([str(tmp_path), "--case", "ok"], out=out) == 0
+    assert "1 passed, 0 failed" in out.getvalue().splitlines()
+
+
+def test_unreadable_fixtures_fail(tmp_path, capsys):
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "broken.json").write_text("{not json")
+    assert replay.main([str(tmp_path)]) != 0
+    assert "broken.json" in capsys.readouterr().err
+
+
+# --- shift_dates ---------------------------------------------------------------------------------
+
+
+def test_dates_move_by_days():
+    assert shift_dates({"onsetDateTime": "2024-12-25"}, 10) == {"onsetDateTime": "2025-01-04"}
+    assert shift_dates({"birthDate": "2024-03-01"}, -1) == {"birthDate": "2024-02-29"}
+    assert shift_dates({"date": "2024-05-17"}, 0) == {"date": "2024-05-17"}
+
+
+def test_date_times_keep_time_and_zone():
+    shifted = shift_dates(
+        {
+            "effectiveDateTime": "2024-05-17T23:30:00-05:00",
+            "issued": "2024-05-17T10:00:00.123Z",
+            "performedPeriod": {"start": "2024-05-31T08:00:00+02:00", "end": "2024-06-01T12:15"},
+        },
+        1,
+    )
+    assert shifted == {
+        "effectiveDateTime": "2024-05-18T23:30:00-05:00",
+        "issued": "2024-05-18T10:00:00.123Z",
+        "performedPeriod": {"start": "2024-06-01T08:00:00+02:00", "end": "2024-06-02T12:15"},
+    }
+
+
+def test_partial_dates_keep_their_precision():
+    assert shift_dates({"onsetDateTime": "2024-05"}, 40) == {"onsetDateTime": "2024-06"}
+    assert shift_dates({"recordedDate": "2024"}, 400) == {"recordedDate": "2025"}
+    assert shift_dates({"birthDate": "1972"}, -3) == {"birthDate": "1971"}
+
+
+def test_non_date_strings_are_untouched():
+    resource = {
+        "resourceType": "Observation",
+        "id": "2024-05-17",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "9679-2", "display": "SCC antigen 2024-05-17"}]},
+        "valueString": "seen 2024-05-17",
+        "note": [{"text": "2024-05-17"}],
+        "identifier": [{"value": "2024-05-17"}],
+        "valueQuantity": {"value": 2024, "unit": "ng/mL"},
+        "component": [{"valueString": "2024"}],
+        "subject": {"reference": "Patient/2024-01-01"},
+        "status": "final",
+        "invalid": "2023-02-30",
+        "effectiveDateTime": "2024-05-17",
+    }
+    shifted = shift_dates(resource, 30)
+    assert shifted["effectiveDateTime"] == "2024-06-16"
+    shifted["effectiveDateTime"] = resource["effectiveDateTime"]
+    assert shifted == resource
+
+
+def test_shift_copies_and_walks_lists_and_bundles():
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition", "recordedDate": "2025-01-31"}}]}
+    shifted = shift_dates(bundle, 1)
+    assert shifted["entry"][0]["resource"]["recordedDate"] == "2025-02-01"
+    assert bundle["entry"][0]["resource"]["recordedDate"] == "2025-01-31"
