@@ -305,6 +305,7 @@ def ratings(response: dict) -> dict[str, dict]:
 
 
 def _suggestion_kinds(card: dict) -> list[str]:
+    """"cancel" for a delete action, "switch-to:<code>" for each code of a replacement order."""
     kinds = []
     for suggestion in card.get("suggestions") or []:
         for action in suggestion.get("actions") or []:
@@ -312,22 +313,28 @@ def _suggestion_kinds(card: dict) -> list[str]:
                 kinds.append("cancel")
             elif action.get("type") in ("update", "create"):
                 codings = ((action.get("resource") or {}).get("code") or {}).get("coding") or [{}]
-                kinds.append(f"switch-to:{codings[0].get('code')}")
+                kinds.extend(f"switch-to:{coding.get('code')}" for coding in codings)
     return kinds
 
 
-def _card_matches(want: dict, card: dict) -> bool:
+def card_mismatches(want: dict, card: dict) -> list[str]:
+    """How ``card`` differs from the expected card ``want`` (empty when it matches)."""
+    found = []
     if "indicator" in want and card.get("indicator") != want["indicator"]:
-        return False
-    summary = (card.get("summary") or "").lower()
-    if any(part.lower() not in summary for part in want.get("summary_contains", [])):
-        return False
+        found.append(f"indicator {card.get('indicator')!r}")
+    for field_name in ("summary", "detail"):
+        text = (card.get(field_name) or "").lower()
+        missing = [part for part in want.get(f"{field_name}_contains", []) if part.lower() not in text]
+        if missing:
+            found.append(f"{field_name} lacks {missing}")
     if "suggestion" in want:
         kinds = _suggestion_kinds(card)
         if want["suggestion"] in (None, "none"):
-            return not kinds
-        return want["suggestion"] in kinds
-    return True
+            if kinds:
+                found.append(f"suggestions {kinds}, expected none")
+        elif want["suggestion"] not in kinds:
+            found.append(f"suggestions {kinds or 'none'}")
+    return found
 
 
 def check(expect: dict, status: int, response: Any) -> list[str]:
@@ -362,11 +369,13 @@ def check(expect: dict, status: int, response: Any) -> list[str]:
     if "cards" in expect:
         unmatched = list(cards)
         for want in expect["cards"]:
-            hit = next((c for c in unmatched if _card_matches(want, c)), None)
-            if hit is None:
-                found.append(f"no card like {json.dumps(want)}")
-            else:
+            hit = next((c for c in unmatched if not card_mismatches(want, c)), None)
+            if hit is not None:
                 unmatched.remove(hit)
+                continue
+            found.append(f"no card like {json.dumps(want)}")
+            for card in unmatched:
+                found.append(f"  card {card.get('summary')!r}: " + "; ".join(card_mismatches(want, card)))
     count = expect.get("card_count", len(expect["cards"]) if "cards" in expect else None)
     if count is not None and len(cards) != count:
         found.append(f"{len(cards)} cards, expected {count}: " + "; ".join(repr(c.get("summary")) for c in cards))

@@ -79,9 +79,9 @@ def client(app):
 class LiveServer:
     """The app behind a real threaded HTTP server on 127.0.0.1, plus a schema-checking session."""
 
-    def __init__(self, app):
+    def __init__(self, app, port: int = 0):
         self.app = app
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.session = requests.Session()
@@ -115,17 +115,26 @@ def live_server(app):
     server.stop()
 
 
+def free_port() -> int:
+    """A loopback port that is free now (for servers whose public URL must be known up front)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
 def make_live_server(tmp_path):
     """Start extra servers with their own settings (JWT, allow-lists, PostgreSQL …)."""
     started = []
 
-    def start(settings: Settings | None = None, **overrides) -> LiveServer:
+    def start(settings: Settings | None = None, *, port: int = 0, **overrides) -> LiveServer:
         base = settings or Settings(
             mode="development", database_url=f"sqlite:///{tmp_path}/live-{len(started)}.sqlite3", log_level="WARNING"
         )
         app = create_app(replace(base, **overrides) if overrides else base)
-        server = LiveServer(app).start()
+        server = LiveServer(app, port).start()
         started.append(server)
         return server
 

@@ -95,7 +95,10 @@ def scenario(raw: dict[str, Any]) -> Scenario:
             )
             for r in raw.get("ratings", ())
         ),
-        preferred=tuple(Preference(p["procedure"], p.get("when")) for p in raw.get("preferred", ())),
+        preferred=tuple(
+            Preference(p["procedure"], p.get("when"), Appropriateness(p.get("min_rating", "usually-appropriate")))
+            for p in raw.get("preferred", ())
+        ),
         sources=tuple(raw.get("sources", ("test",))),
         low_value_surveillance=raw.get("low_value_surveillance", False),
         surveillance=None
@@ -145,7 +148,8 @@ def knowledge_from_dicts(
         definitions=dict(definitions or {}),
         contraindications=tuple(
             Contraindication(
-                id=c["id"], label=c.get("label", c["id"]), blocks=tuple(c["blocks"]), when=c["when"], sources=("test",)
+                id=c["id"], label=c.get("label", c["id"]), blocks=tuple(c["blocks"]), when=c["when"], sources=("test",),
+                severity=c.get("severity", "block"),
             )
             for c in contraindications
         ),

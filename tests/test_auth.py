@@ -135,7 +135,8 @@ def test_tenant_allow_list(remote_jwks, es_key):
     issuer = TrustedIssuer(REMOTE_ISS, jwks_url=remote_jwks.url, tenants=("labs",))
     verifier = JwtVerifier([issuer], replay_cache=MemoryReplayCache())
 
-    assert verifier.verify(bearer(mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, extra_claims={"tenant": "labs"})), AUDIENCE)
+    labs = mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, extra_claims={"tenant": "labs"})
+    assert verifier.verify(bearer(labs), AUDIENCE)["tenant"] == "labs"
     refused(verifier, bearer(mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, extra_claims={"tenant": "other"})))
     refused(verifier, bearer(mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE)))
 
@@ -290,7 +291,8 @@ def test_refuses_foreign_jku_for_a_trusted_issuer_without_fetching_it(verifier, 
 )
 def test_jku_must_equal_the_configured_url_exactly(verifier, es_key, remote_jwks, jku):
     port = remote_jwks.url.split(":")[2].split("/")[0]
-    token = mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, headers={"jku": jku.format(url=remote_jwks.url, port=port)})
+    jku = jku.format(url=remote_jwks.url, port=port)
+    token = mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, headers={"jku": jku})
     refused(verifier, bearer(token))
     assert remote_jwks.requests == []
 
@@ -366,7 +368,8 @@ def test_jti_is_remembered_for_as_long_as_the_token_is_accepted(remote_jwks, es_
             calls.append((iss, jti, expires_at))
             return True
 
-    verifier = JwtVerifier([TrustedIssuer(REMOTE_ISS, jwks_url=remote_jwks.url)], leeway_seconds=30, replay_cache=RecordingCache())
+    issuer = TrustedIssuer(REMOTE_ISS, jwks_url=remote_jwks.url)
+    verifier = JwtVerifier([issuer], leeway_seconds=30, replay_cache=RecordingCache())
     claims = verifier.verify(bearer(mint_token(es_key, iss=REMOTE_ISS, aud=AUDIENCE, jti="j-1")), AUDIENCE)
 
     ((iss, jti, expires_at),) = calls
@@ -462,7 +465,8 @@ def test_tokens_never_reach_the_log(verifier, es_key, caplog):
 
 
 def _verifier_for(url: str, timeout: float = 0.5) -> JwtVerifier:
-    return JwtVerifier([TrustedIssuer(REMOTE_ISS, jwks_url=url)], replay_cache=MemoryReplayCache(), jwks_timeout=timeout)
+    issuer = TrustedIssuer(REMOTE_ISS, jwks_url=url)
+    return JwtVerifier([issuer], replay_cache=MemoryReplayCache(), jwks_timeout=timeout)
 
 
 def _timed_refusal(verifier: JwtVerifier, key) -> float:
@@ -587,6 +591,9 @@ def test_replay_cache_refuses_naive_datetimes():
 # --- configuration -------------------------------------------------------------------------------
 
 
+NOT_ON_CURVE = {"kty": "EC", "kid": "k", "crv": "P-384", "x": "AA", "y": "AA"}
+
+
 def write(tmp_path: Path, document) -> Path:
     path = tmp_path / "issuers.json"
     path.write_text(document if isinstance(document, str) else json.dumps(document))
@@ -633,14 +640,25 @@ def test_sandbox_example_is_a_valid_opt_in_file():
         ({"issuers": [{"iss": REMOTE_ISS, "jwks_url": "file:///etc/passwd"}]}, "absolute http"),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks_url": "https:///no-host"}]}, "absolute http"),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks_url": "/relative/jwks.json"}]}, "absolute http"),
-        ({"issuers": [{"iss": REMOTE_ISS, "jwks_url": "https://x.example/j", "tenants": "labs"}]}, "'tenants' must be a list"),
+        (
+            {"issuers": [{"iss": REMOTE_ISS, "jwks_url": "https://x.example/j", "tenants": "labs"}]},
+            "'tenants' must be a list",
+        ),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks": {"keys": []}}]}, "at least one key"),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks": [1]}]}, "at least one key"),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks": {"keys": [oct_jwk(b"k" * 48, "k")]}}]}, "symmetric"),
         ({"issuers": [{"iss": REMOTE_ISS, "jwks": {"keys": [{"kty": "EC", "crv": "P-384"}]}}]}, "'kid' is missing"),
-        ({"issuers": [{"iss": REMOTE_ISS, "jwks": {"keys": [{"kty": "EC", "kid": "k", "crv": "P-384", "x": "AA", "y": "AA"}]}}]}, "not a usable public key"),
         (
-            {"issuers": [{"iss": REMOTE_ISS, "jwks_url": "https://a.example/j"}, {"iss": REMOTE_ISS, "jwks_url": "https://b.example/j"}]},
+            {"issuers": [{"iss": REMOTE_ISS, "jwks": {"keys": [NOT_ON_CURVE]}}]},
+            "not a usable public key",
+        ),
+        (
+            {
+                "issuers": [
+                    {"iss": REMOTE_ISS, "jwks_url": "https://a.example/j"},
+                    {"iss": REMOTE_ISS, "jwks_url": "https://b.example/j"},
+                ]
+            },
             "listed twice",
         ),
     ],

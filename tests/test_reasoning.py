@@ -56,6 +56,9 @@ PROCEDURES = [
      "codes": [{"system": "cpt", "code": "78306"}]},
     {"id": "mri-knee-wo", "name": "MRI knee without IV contrast", "requires": ["mri"],
      "codes": [{"system": "cpt", "code": "73721"}]},
+    {"id": "ct-chest-abdomen-pelvis-w", "name": "CT chest, abdomen and pelvis with IV contrast", "modality": "CT",
+     "requires": ["iodinated-contrast", "ionising-radiation"],
+     "codes": [{"system": "cpt", "code": "71260"}, {"system": "cpt", "code": "74177"}]},
 ]
 
 VALUESETS = [
@@ -80,6 +83,7 @@ VALUESETS = [
      "codes": [{"system": "sct", "code": "441509002"}, {"system": "icd", "code": "Z95.0"}]},
     {"id": "contrast-allergy", "title": "Allergy to contrast media", "codes": [{"system": "sct", "code": "293637006"}]},
     {"id": "knee-injury", "title": "Knee injury", "prefixes": [{"system": "icd", "prefix": "S83"}]},
+    {"id": "claustrophobia", "title": "Claustrophobia", "codes": [{"system": "sct", "code": "19887002"}]},
 ]
 
 DEFINITIONS = {
@@ -106,6 +110,8 @@ CONTRAINDICATIONS = [
      "when": {"allergy": "contrast-allergy"}},
     {"id": "pregnancy", "label": "Pregnant", "blocks": ["ionising-radiation"],
      "when": {"observation": "pregnancy-status", "value_in": "pregnant", "within_days": 30}},
+    {"id": "claustrophobia", "label": "Claustrophobia", "blocks": ["mri"], "severity": "caution",
+     "when": {"condition": "claustrophobia"}},
 ]
 
 CERVIX_RECURRENCE = {
@@ -516,6 +522,35 @@ def test_contraindications_fall_through_the_preferences(ordered, extra, blocked_
         assert item.evidence  # each active contraindication shows its chart fact
 
 
+CLAUSTROPHOBIA = condition("sct", "19887002", ago=400, source="Condition/claus")
+
+
+def test_caution_is_shown_but_does_not_move_the_recommendation():
+    mri = assess_order(draft_order(*MRI_AP), recurrence_chart(CLAUSTROPHOBIA), KB)
+    assert mri.rating.rating is UA
+    assert [item.contraindication.id for item in mri.ordered_blocked_by] == ["claustrophobia"]
+    assert mri.recommended is None
+    us = assess_order(draft_order(*US_PELVIS), recurrence_chart(CLAUSTROPHOBIA), KB)
+    assert us.recommended.procedure.id == "mri-abdomen-pelvis-wo-w" and us.ordered_blocked_by == ()
+    both = assess_order(draft_order(*MRI_AP), recurrence_chart(CLAUSTROPHOBIA, PACEMAKER), KB)
+    assert both.recommended.procedure.id == "ct-abdomen-pelvis-w"
+
+
+@pytest.mark.parametrize("min_rating, expected", [(None, None), ("may-be-appropriate", "us-pelvis")])
+def test_min_rating_marks_a_fallback_preference(min_rating, expected):
+    fallback = {"procedure": "us-pelvis"} | ({"min_rating": min_rating} if min_rating else {})
+    scenario = dict(
+        CERVIX_RECURRENCE,
+        ratings=[{"procedure": "mri-abdomen-pelvis-wo-w", "rating": "usually-appropriate"},
+                 {"procedure": "us-pelvis", "rating": "may-be-appropriate"}],
+        preferred=[{"procedure": "mri-abdomen-pelvis-wo-w"}, fallback],
+    )
+    result = assess_order(draft_order(*MRI_AP), recurrence_chart(PACEMAKER), make_kb(scenario))
+    assert (result.recommended.procedure.id if result.recommended else None) == expected
+    ordered_fallback = assess_order(draft_order(*US_PELVIS), recurrence_chart(PACEMAKER), make_kb(scenario))
+    assert ordered_fallback.recommended is None  # the fallback is what was ordered
+
+
 def test_priority_orders_scenarios():
     with_symptom = assess_order(draft_order(*CT_AP), recurrence_chart(), KB)
     without = assess_order(draft_order(*CT_AP), chart(*cervix_history()), KB)
@@ -588,14 +623,22 @@ def test_first_applicable_rating_wins():
         (MRI_PELVIS, "both", "mri-pelvis-wo-w"),  # 72197 alone is completely "MRI pelvis"
         (MRI_AP, "both", "mri-abdomen-pelvis-wo-w"),  # both complete: the better rating
         ((("cpt", "74183"),), "both", "mri-abdomen-pelvis-wo-w"),
+        ((("cpt", "71260"), ("cpt", "74177")), "ct", "ct-chest-abdomen-pelvis-w"),  # explains both codes
+        ((("cpt", "71260"),), "ct", "ct-chest-w"),
+        ((("cpt", "74177"),), "ct", "ct-abdomen-pelvis-w"),
+        ((("cpt", "74177"),), None, "ct-abdomen-pelvis-w"),
     ],
-    ids=["72197-combined-only", "74183+72197", "72197-both-rated", "both-codes-both-rated", "74183-only"],
+    ids=["72197-combined-only", "74183+72197", "72197-both-rated", "both-codes-both-rated", "74183-only",
+         "ct-cap", "ct-chest", "ct-ap", "ct-ap-cap-unrated"],
 )
 def test_shared_codes_are_resolved_by_the_scenario(codes, scenario_ratings, expected):
     scenario = CERVIX_RECURRENCE
     if scenario_ratings == "both":
         scenario = dict(CERVIX_RECURRENCE, ratings=[*CERVIX_RECURRENCE["ratings"],
                                                      {"procedure": "mri-pelvis-wo-w", "rating": "may-be-appropriate"}])
+    if scenario_ratings == "ct":
+        scenario = dict(CERVIX_RECURRENCE, ratings=[*CERVIX_RECURRENCE["ratings"],
+                                                     {"procedure": "ct-chest-abdomen-pelvis-w", "rating": "may-be-appropriate"}])
     result = assess_order(draft_order(*codes), recurrence_chart(), make_kb(scenario))
     assert result.outcome is Outcome.RATED
     assert result.ordered.id == expected

@@ -15,10 +15,12 @@
    this study). When no scenario holds: ``NOT_RATED``, silent.
 3. **Ordered study** (:func:`choose_ordered_procedure`) — one code can name several catalogue
    studies (72197 is "MRI pelvis" and part of "MRI abdomen and pelvis"); the applied scenario's
-   rating table decides. Among the candidates the scenario rates for this patient, a candidate
-   whose codes the order carries completely is preferred (an order for 72197 alone is "MRI pelvis"
-   when the scenario rates MRI pelvis), then the best rating, then code order. If the scenario
-   rates none of them: the first it lists, else the first candidate.
+   rating table decides. Among the candidates the scenario rates for this patient, the most exact
+   description of the order wins: first a candidate whose codes the order carries completely (an
+   order for 72197 alone is "MRI pelvis" when the scenario rates MRI pelvis, but "MRI abdomen and
+   pelvis" when that is all the scenario rates), then the one explaining most of the order's codes
+   (71260 + 74177 is "CT chest, abdomen and pelvis", not "CT chest"), then the best rating, then
+   code order. If the scenario rates none of them: the first it lists, else the first candidate.
 4. **Rating, table, recommendation, cancel, surveillance, recommendations, evidence** — below.
 
 The :class:`~cds_service.reasoning.criteria.CriteriaEvaluator` made here lives for one call.
@@ -56,6 +58,7 @@ __all__ = [
     "applicable_ratings",
     "active_contraindications",
     "recommend_study",
+    "is_ruled_out",
     "surveillance_notice",
     "NOT_IN_CATALOGUE",
     "NO_SCENARIO",
@@ -168,10 +171,11 @@ def choose_ordered_procedure(
     if rated:
         order_codes = {normalise_code(code.system, code.code) for code in order.codes}
 
-        def rank(item: tuple[int, Procedure]) -> tuple[int, int, int]:
+        def rank(item: tuple[int, Procedure]) -> tuple[int, int, int, int]:
             position, procedure = item
             complete = order_covers(order_codes, procedure)
-            return (0 if complete else 1, -ratings[procedure.id].rating.rank, position)
+            explained = len(order_codes & _normalised_codes(procedure))
+            return (0 if complete else 1, -explained, -ratings[procedure.id].rating.rank, position)
 
         return min(enumerate(rated), key=rank)[1]
     listed = scenario_procedure_ids(scenario)
@@ -183,9 +187,12 @@ def order_covers(order_codes: set[tuple[str, str]], procedure: Procedure) -> boo
     order is not expected to carry the study's LOINC codes): 72197 alone covers "MRI pelvis" but
     not "MRI abdomen and pelvis" (74183 + 72197)."""
     systems = {system for system, _ in order_codes}
-    needed = {normalise_code(c.system, c.code) for c in procedure.codes}
-    needed = {code for code in needed if code[0] in systems}
+    needed = {code for code in _normalised_codes(procedure) if code[0] in systems}
     return bool(needed) and needed <= order_codes
+
+
+def _normalised_codes(procedure: Procedure) -> set[tuple[str, str]]:
+    return {normalise_code(c.system, c.code) for c in procedure.codes}
 
 
 def scenario_evidence(result: CriterionResult) -> tuple[Evidence, ...]:
@@ -240,9 +247,17 @@ def active_contraindications(evaluator: CriteriaEvaluator, knowledge: Knowledge)
 
 
 def blocking(procedure: Procedure, active: tuple[ActiveContraindication, ...]) -> tuple[ActiveContraindication, ...]:
-    """Active contraindications that block something the study requires."""
+    """Active contraindications that block something the study requires, of either severity
+    (``caution`` ones are shown to the clinician too; see :func:`is_ruled_out`)."""
     needs = set(procedure.requires)
     return tuple(item for item in active if needs.intersection(item.contraindication.blocks))
+
+
+def is_ruled_out(procedure: Procedure, active: tuple[ActiveContraindication, ...]) -> bool:
+    """Whether a ``block``-severity contraindication rules the study out. A ``caution`` (pregnancy
+    and ionising radiation, claustrophobia and MRI) is shown but leaves the study possible, so it
+    does not move the recommendation to the next preference."""
+    return any(item.contraindication.severity != "caution" for item in blocking(procedure, active))
 
 
 def recommend_study(
@@ -257,23 +272,26 @@ def recommend_study(
     """The study to suggest instead of the ordered one, or None.
 
     The candidate is the first ``preferred`` entry whose ``when`` holds, which this scenario rates
-    Usually Appropriate for this patient, and which no active contraindication blocks. We do not
-    nag about an ordered study that is itself Usually Appropriate and not blocked; a blocked order
-    gets the first unblocked preference even when it is rated Usually Appropriate.
+    for this patient at least at the entry's ``min_rating`` (Usually Appropriate unless the author
+    marked a fallback, e.g. CT myelography when MRI cannot be done), and which no ``block``
+    contraindication rules out. None when that candidate is the ordered study itself.
+
+    We do not nag about an ordered study that is itself Usually Appropriate and not ruled out; an
+    order that is ruled out gets the first possible preference even when it is rated Usually
+    Appropriate (MRI with a pacemaker → CT).
     """
-    ordered_blocked = bool(blocking(ordered, active))
     if (
-        not ordered_blocked
-        and ordered_rating is not None
+        ordered_rating is not None
         and ordered_rating.rating is Appropriateness.USUALLY_APPROPRIATE
+        and not is_ruled_out(ordered, active)
     ):
         return None
     for preference in scenario.preferred:
         rating = ratings.get(preference.procedure)
-        if rating is None or rating.rating is not Appropriateness.USUALLY_APPROPRIATE:
+        if rating is None or rating.rating.rank < preference.min_rating.rank:
             continue
         procedure = knowledge.procedures[preference.procedure]
-        if blocking(procedure, active) or not evaluator.holds(preference.when):
+        if is_ruled_out(procedure, active) or not evaluator.holds(preference.when):
             continue
         return None if procedure.id == ordered.id else _scan_rating(rating, knowledge)
     return None
@@ -285,14 +303,14 @@ def should_recommend_cancel(
     table: tuple[ScanRating, ...],
     active: tuple[ActiveContraindication, ...],
 ) -> bool:
-    """Low-value surveillance: an Usually Not Appropriate order when no study in the table is
-    Usually Appropriate (and unblocked) for this patient — the right move is not to image."""
+    """Low-value surveillance: a Usually Not Appropriate order when no study in the table is
+    Usually Appropriate (and possible) for this patient — the right move is not to image."""
     if not scenario.low_value_surveillance or rating is None:
         return False
     if rating.rating is not Appropriateness.USUALLY_NOT_APPROPRIATE:
         return False
     return not any(
-        row.rating is Appropriateness.USUALLY_APPROPRIATE and not blocking(row.procedure, active) for row in table
+        row.rating is Appropriateness.USUALLY_APPROPRIATE and not is_ruled_out(row.procedure, active) for row in table
     )
 
 
