@@ -18,6 +18,7 @@ from .knowledge import Knowledge
 from .knowledge_loader import load_knowledge
 from .observability import Metrics, configure_logging
 from .store import Store
+from .warmup import warm_up
 
 log = logging.getLogger("cds_service")
 
@@ -76,20 +77,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     warm_up(app)
     log.info("service ready", extra={"knowledge_version": knowledge.version, "instance": instance_name()})
     return app
-
-
-def warm_up(app: Flask) -> None:
-    """Load lazily-imported models and code paths now, so the first clinical request is not slow."""
-    from .chart.orders import read_draft_orders
-
-    read_draft_orders(
-        {"resourceType": "Bundle", "entry": [{"resource": {
-            "resourceType": "ServiceRequest", "id": "warm-up", "status": "draft", "intent": "order",
-            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "00000"}]},
-            "subject": {"reference": "Patient/warm-up"}}}]},
-        ("ServiceRequest/warm-up",),
-    )
-    app.extensions["cds"].warmed = True
 
 
 def _build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:

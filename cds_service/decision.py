@@ -17,11 +17,11 @@ from .chart.extract import extract_chart_facts
 from .chart.facts import ChartFacts, DraftOrder
 from .chart.orders import read_draft_orders
 from .config import Settings
-from .errors import InvalidRequest
+from .errors import InvalidRequest, PrefetchUnavailable
 from .fhir_client import FhirClient
 from .knowledge import Knowledge
 from .observability import Metrics
-from .protocol.prefetch import complete_prefetch
+from .protocol.prefetch import complete_prefetch, find_missing_prefetch
 from .protocol.request import HookRequest, parse_hook_request
 from .protocol.schemas import problems
 from .protocol.services import ServiceDefinition
@@ -60,14 +60,7 @@ class DecisionService:
             self._audit_silent(request, service, [o for o in orders if o.codes], started)
             return {"cards": []}
 
-        prefetch = complete_prefetch(
-            templates=service.prefetch,
-            prefetch=request.prefetch,
-            context=request.context,
-            fhir_server=request.fhir_server,
-            access_token=request.access_token,
-            client=self.fhir_client,
-        )
+        prefetch = self._complete_prefetch(service, request)
         today = today or datetime.now(timezone.utc).date()
         chart = extract_chart_facts(prefetch, None, today)
         assessments = [assess_order(order, _with_order(chart, order, today), self.knowledge) for order in rateable]
@@ -95,6 +88,25 @@ class DecisionService:
             self.metrics.count_feedback(service.id, entry["outcome"])
         log.info("feedback stored", extra={"service_id": service.id, "cards": stored})
         return stored
+
+    def _complete_prefetch(self, service: ServiceDefinition, request: HookRequest) -> dict:
+        """Prefetch with missing keys fetched from the EHR's FHIR server (counted by outcome)."""
+        must_fetch = bool(find_missing_prefetch(service.prefetch, request.prefetch))
+        try:
+            prefetch = complete_prefetch(
+                templates=service.prefetch,
+                prefetch=request.prefetch,
+                context=request.context,
+                fhir_server=request.fhir_server,
+                access_token=request.access_token,
+                client=self.fhir_client,
+            )
+        except PrefetchUnavailable as error:
+            self.metrics.count_fhir_fetch(error.code)
+            raise
+        if must_fetch:
+            self.metrics.count_fhir_fetch("ok")
+        return prefetch
 
     # --- audit and telemetry -------------------------------------------------------------------
 

@@ -225,7 +225,7 @@ def today_utc() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def build_request(case: Case, mode: str, days: int, fhir: FixtureFhirServer, http: requests.Session) -> dict:
+def build_request(case: Case, mode: str, days: int, fhir: FixtureFhirServer) -> dict:
     body = shift_dates(copy.deepcopy(case.request), days)
     body.pop("service", None)
     body.pop("prefetch", None)
@@ -240,7 +240,9 @@ def build_request(case: Case, mode: str, days: int, fhir: FixtureFhirServer, htt
         for key, template in templates.items():
             query = render_template(template, body["context"])
             if query is not None:
-                answer = http.get(f"{fhir.base_url}/{query}", timeout=10)
+                # A fresh connection per read (module-level get): small answers on a kept-alive
+                # connection to the fixture server can stall ~40 ms each (Nagle / delayed ACK).
+                answer = requests.get(f"{fhir.base_url}/{query}", timeout=10)
                 body["prefetch"][key] = answer.json() if answer.status_code == 200 else None
     return body
 
@@ -249,10 +251,10 @@ def run_case(case: Case, mode: str, service_url: str, fhir: FixtureFhirServer, c
     days = (today_utc() - case.as_of).days
     if case.chart is not None:
         fhir.add(shift_dates(charts[case.chart], days))  # this case's dates (same ids: replaces)
-    body = build_request(case, mode, days, fhir, http)
     expected = describe_expectation(case.expect)
-    started = time.perf_counter()
     try:
+        body = build_request(case, mode, days, fhir)
+        started = time.perf_counter()
         answer = http.post(f"{service_url}/cds-services/{case.service_id}", json=body, timeout=30)
     except requests.RequestException as exc:
         return Result(case.id, mode, expected, "no answer", 0.0, [f"request failed: {exc}"])

@@ -389,6 +389,7 @@ class Store:
         self.url = redact_url(url)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._closed = False
         self._audit_key: bytes | None = None
         self._next_jti_purge = 0.0
@@ -430,6 +431,10 @@ class Store:
         with self._lock:
             if self._closed:
                 raise RuntimeError("store is closed")
+            if self._pid != os.getpid():
+                # Forked (gunicorn worker): the inherited connections belong to the parent's
+                # sessions. Forget them without closing, which would end the parent's sessions.
+                self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop(), True
         return self._backend.connect(), False
@@ -718,6 +723,13 @@ class Store:
         except Exception as exc:
             log.warning("database ping failed: %s", type(exc).__name__)
             return False
+
+    def close_idle_connections(self) -> None:
+        """Close pooled connections (before forking workers); the store stays usable."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close_quietly(conn)
 
     def close(self) -> None:
         """Close idle connections; connections in use are closed when given back."""

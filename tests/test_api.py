@@ -213,7 +213,11 @@ def test_health_ready_and_metrics(live_server):
     ready = live_server.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     live_server.post(f"/cds-services/{SELECT_ID}", json=order_select(BONE_SCAN, [BREAST_HISTORY]))
+    live_server.post("/cds-services/no-such-service", json=order_select(None))
+    live_server.post(f"/cds-services/{SELECT_ID}", json=order_select(BONE_SCAN, [BREAST_HISTORY], prefetch=None))  # 412
     metrics = live_server.get("/metrics").text
     assert "cds_request_latency_seconds" in metrics
+    assert 'service="unknown",status="404"' in metrics and "no-such-service" not in metrics
+    assert 'outcome="prefetch-unavailable"' in metrics
     assert 'rating="usually-not-appropriate"' in metrics
     assert 'indicator="warning"' in metrics
