@@ -221,6 +221,9 @@ class Scenario:
     surveillance: SurveillanceSchedule | None = None
     recommendations: tuple[Recommendation, ...] = ()
     override_reasons: tuple[str, ...] = ()  # OverrideReason.code values offered on this scenario's cards
+    #: Studies this scenario answers for without rating them: ordering one gets "no criteria apply"
+    #: and the scenario's recommended study (e.g. a PET/CT ordered for a new headache → MRI brain).
+    covers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

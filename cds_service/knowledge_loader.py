@@ -416,6 +416,8 @@ class _Checker:
                         f"{label}: $.scenario.surveillance.intervals[{i}].until_month: must increase ({until} after {previous})"
                     )
                 previous = until or previous
+        for i, procedure in enumerate(s.get("covers", ())):
+            self.procedure(procedure, label, f"$.scenario.covers[{i}]")
         seen: set[str] = set()
         for i, rec in enumerate(s.get("recommendations", ())):
             path = f"$.scenario.recommendations[{i}]"
@@ -530,6 +532,7 @@ def _scenario(s: Mapping[str, Any]) -> Scenario:
             for r in s.get("recommendations", ())
         ),
         override_reasons=tuple(s.get("override_reasons", ())),
+        covers=tuple(s.get("covers", ())),
     )
 
 

@@ -15,7 +15,8 @@ Each case runs in each of its modes:
 
 Dates in the charts and requests are shifted by (today − ``as_of``) days, so a case means the same
 whenever it runs. Every response is also checked against the CDS Hooks response schema.
-Exit status 0 when every case passes, 1 otherwise (or when a fixture cannot be read).
+Exit status 0 when every case passes, 1 on any mismatch, 2 when the fixtures or the knowledge base
+cannot be read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -37,14 +38,13 @@ from typing import Any, Iterable, TextIO
 import requests
 from werkzeug.serving import make_server
 
+from .codes import PAMA_AUC_APPLIED, PAMA_RATING
 from .fixture_fhir_server import FixtureFhirServer, flatten
 from .protocol.prefetch import render_template
 from .protocol.schemas import problems
 from .protocol.services import SERVICES_BY_ID
 
 MODES = ("prefetch", "fetch", "sandbox")
-PAMA_RATING = "http://fhir.org/argonaut/Extension/pama-rating"
-AUC_APPLIED = "http://fhir.org/argonaut/Extension/pama-rating-auc-applied"
 TIERS = {"usually-appropriate": "UA", "may-be-appropriate": "MBA", "usually-not-appropriate": "UNA"}
 
 
@@ -296,11 +296,11 @@ def ratings(response: dict) -> dict[str, dict]:
         rating: dict[str, Any] = {}
         for ext in resource.get("extension") or []:
             if ext.get("url") == PAMA_RATING:
-                coding = ext["valueCodeableConcept"]["coding"]
+                coding = (ext.get("valueCodeableConcept") or {}).get("coding") or [{}]
                 rating["pama"] = coding[0].get("code")
                 rating["tier"] = coding[1].get("code") if len(coding) > 1 else None
-            elif ext.get("url") == AUC_APPLIED:
-                rating["scenario"] = ext["valueUri"].rsplit("/auc/", 1)[-1]
+            elif ext.get("url") == PAMA_AUC_APPLIED:
+                rating["scenario"] = str(ext.get("valueUri")).rsplit("/auc/", 1)[-1]
         if rating:
             found[resource.get("id")] = rating
     return found
@@ -442,10 +442,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--case", default=None, metavar="PATTERN", help="only cases whose id matches (glob or substring)")
     parser.add_argument("--verbose", "-v", action="store_true", help="also print every card's summary")
     args = parser.parse_args(argv)
+    from .knowledge_loader import KnowledgeError
+
     try:
         results = run(args.fixture_dir, args.case)
     except FixtureError as exc:
         print(f"replay: unreadable fixtures: {exc}", file=sys.stderr)
+        return 2
+    except KnowledgeError as exc:
+        print(f"replay: the knowledge base is invalid:\n{exc}", file=sys.stderr)
         return 2
     if not results:
         print(f"replay: no case matches {args.case!r}", file=sys.stderr)

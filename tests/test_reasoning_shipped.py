@@ -305,6 +305,15 @@ def test_breast_symptom_does_not_rate_an_unrelated_directed_study(kb):
     assert result.recommended.procedure.id == "ct-chest-w"
 
 
+def test_unrelated_catalogue_study_in_a_recognised_patient(kb):
+    """A head CT after a fall in a patient with suspected cervical recurrence: the criteria do not
+    cover it (PAMA "no criteria apply"), and MRI abdomen/pelvis must not be offered instead."""
+    result = assess(kb, cervix_symptomatic(), ("cpt", "70450"))
+    assert result.outcome is Outcome.NO_CRITERIA_APPLY
+    assert result.scenario.id == "cervix-suspected-recurrence" and result.ordered.id == "ct-head-wo"
+    assert result.recommended is None and result.rating is None
+
+
 # == seed E: rectal cancer, new presacral lesion ======================================================
 
 

@@ -58,6 +58,25 @@ def test_main_prints_a_summary_and_fails_on_a_mismatch(tmp_path):
     assert "1 passed, 0 failed" in out.getvalue().splitlines()
 
 
+def test_cases_written_for_another_day_give_the_same_answers(tmp_path):
+    # Date-window cases rewritten as if authored 400 days earlier (as_of included): the runner must
+    # shift them back to today, so symptom windows, marker trends and schedules behave the same.
+    wanted = ["spine-surveillance-early-mri", "rectal-surveillance-early-ct-cap", "cervix-early-response-silent",
+              "cervix-rising-scc-mri", "cervix-recurrence-mri-abdomen-pelvis"]
+    for folder in ("cases", "charts"):
+        (tmp_path / folder).mkdir()
+    for case_id in wanted:
+        case = json.loads((FIXTURES / "cases" / f"{case_id}.json").read_text(encoding="utf-8"))
+        chart = json.loads((FIXTURES / case["chart"]).read_text(encoding="utf-8"))
+        (tmp_path / case["chart"]).write_text(json.dumps(shift_dates(chart, -400)))
+        moved = shift_dates(case, -400)
+        assert moved["as_of"] != case["as_of"]
+        (tmp_path / "cases" / f"{case_id}.json").write_text(json.dumps(moved))
+    results = replay.run(tmp_path)
+    assert {r.case for r in results} == set(wanted)
+    assert all(r.passed for r in results), [(r.case, r.mode, r.problems) for r in results if not r.passed]
+
+
 def test_unreadable_fixtures_fail(tmp_path, capsys):
     (tmp_path / "cases").mkdir()
     (tmp_path / "cases" / "broken.json").write_text("{not json")

@@ -25,7 +25,7 @@ from ..chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
 from ..knowledge import Criterion, Knowledge, ValueSet, normalise_code
 from .assessment import Evidence
 
-__all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "OPERATOR_OPTIONS"]
+__all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ class CriteriaEvaluator:
                 evidence.append(Evidence(label=label(valueset.title, fact, day), fact=fact))
         if not evidence:
             return FALSE
-        return CriterionResult(True, _newest_first(evidence))
+        return CriterionResult(True, newest_first(evidence))
 
     def _marker_trend(self, criterion: Criterion) -> CriterionResult:
         """Delegates "rising" to the chart module, so the service has one definition of it."""
@@ -347,7 +347,7 @@ class CriteriaEvaluator:
             evidence.append(Evidence(label=_fact_label(f"Prior {name}", fact, day), fact=fact))
         if not evidence:
             return FALSE
-        return CriterionResult(True, _newest_first(evidence))
+        return CriterionResult(True, newest_first(evidence))
 
     # -- indexes -------------------------------------------------------------------------------
 
@@ -493,7 +493,7 @@ def evidence_day(item: Evidence) -> date | None:
     return max(days) if days else None  # type: ignore[type-var]
 
 
-def _newest_first(evidence: list[Evidence]) -> tuple[Evidence, ...]:
+def newest_first(evidence: Iterable[Evidence]) -> tuple[Evidence, ...]:
     """Newest first, undated last; stable, so equal dates keep chart order."""
     return tuple(sorted(evidence, key=_newest_key))
 

@@ -6,13 +6,15 @@
 2. **Scenario** (:func:`select_scenario`) — scenarios are tried in priority order (highest first,
    ties in file order). The first scenario whose ``when`` holds *and* whose catalogue context lists
    one of the ordered studies is applied. A scenario's catalogue context is every study it names:
-   its ratings (whatever their ``when``), its ``preferred`` list, its surveillance studies and its
+   its ratings (whatever their ``when``), its ``preferred`` list, its ``covers`` list, its surveillance studies and its
    recommendations' ``applies_to``. Priority beats "has an applicable rating": a higher-priority
    scenario that describes the patient but rates the study only under a condition that does not
    hold answers ``NO_CRITERIA_APPLY`` rather than letting a less specific scenario rate it.
    When no holding scenario lists the study, the highest-priority scenario that holds is applied
    and the answer is ``NO_CRITERIA_APPLY`` (the patient is recognised; the criteria do not cover
-   this study). When no scenario holds: ``NOT_RATED``, silent.
+   this study); such an answer carries no recommended study, because the scenario's preferred
+   study answers a different clinical question than the one behind the order. When no scenario
+   holds: ``NOT_RATED``, silent.
 3. **Ordered study** (:func:`choose_ordered_procedure`) — one code can name several catalogue
    studies (72197 is "MRI pelvis" and part of "MRI abdomen and pelvis"); the applied scenario's
    rating table decides. Among the candidates the scenario rates for this patient, the most exact
@@ -48,7 +50,7 @@ from .assessment import (
     ScanRating,
     SurveillanceNotice,
 )
-from .criteria import CriteriaEvaluator, CriterionResult, evidence_day
+from .criteria import CriteriaEvaluator, CriterionResult, newest_first
 
 __all__ = [
     "assess_order",
@@ -89,7 +91,11 @@ def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> 
     blocked_by = blocking(ordered, contraindications)
     table = rating_table(ratings, knowledge)
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
-    recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
+    recommended = None
+    if ordered.id in scenario_procedure_ids(scenario):
+        # A study outside the scenario's question (a head CT for a fall, in a patient followed for
+        # cervical cancer) gets no switch suggestion: the scenario's best study answers another question.
+        recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
 
     return OrderAssessment(
         order=order,
@@ -116,8 +122,9 @@ def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> 
 
 
 def scenario_procedure_ids(scenario: Scenario) -> frozenset[str]:
-    """Every study the scenario names: rated (under any ``when``), preferred, surveillance, advice."""
+    """Every study the scenario names: rated (under any ``when``), preferred, covered, surveillance, advice."""
     ids = {rating.procedure for rating in scenario.ratings}
+    ids.update(scenario.covers)
     ids.update(preference.procedure for preference in scenario.preferred)
     if scenario.surveillance is not None:
         ids.update(scenario.surveillance.procedures)
@@ -211,12 +218,7 @@ def scenario_evidence(result: CriterionResult) -> tuple[Evidence, ...]:
             continue
         seen.add(key)
         unique.append(item)
-
-    def newest(item: Evidence) -> tuple[int, int]:
-        day = evidence_day(item)
-        return (1, 0) if day is None else (0, -day.toordinal())
-
-    return tuple(sorted(unique, key=newest))
+    return newest_first(unique)
 
 
 # -- ratings and recommendation ------------------------------------------------------------------
