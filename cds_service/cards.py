@@ -24,7 +24,7 @@ from . import codes
 from .chart.facts import ClinicalFact
 from .knowledge import Appropriateness, Knowledge, Procedure, Scenario
 from .protocol.response import Action, Card, Coding, Link, Source, Suggestion, new_uuid, to_json
-from .reasoning.assessment import Evidence, OrderAssessment, Outcome, ScanRating
+from .reasoning.assessment import OrderAssessment, Outcome, ScanRating
 
 SOURCE_LABEL = "Oncology imaging appropriateness (ACR AC)"
 SUMMARY_LIMIT = 139
@@ -297,10 +297,10 @@ def _detail(assessment: OrderAssessment, knowledge: Knowledge) -> str:
         rating = assessment.rating.rating.label if assessment.rating else "not rated in this scenario"
         parts.append(f"**This order:** {ordered.name} — {rating} (radiation {ordered.radiation.level})")
     if assessment.evidence:
-        parts.append("**Chart facts that matched:**\n" + "\n".join(f"- {_evidence_line(e)}" for e in assessment.evidence))
+        parts.append("**Chart facts that matched:**\n" + "\n".join(f"- {e.label}" for e in assessment.evidence))
     if assessment.contraindications:
         lines = [
-            f"- {c.contraindication.label}: " + ", ".join(_evidence_line(e) for e in c.evidence)
+            f"- {c.contraindication.label}: " + ", ".join(e.label for e in c.evidence)
             for c in assessment.contraindications
         ]
         parts.append("**Contraindications recorded:**\n" + "\n".join(lines))
@@ -323,18 +323,6 @@ def _detail(assessment: OrderAssessment, knowledge: Knowledge) -> str:
         )
     parts.append(f"_Knowledge base {knowledge.version}._")
     return "\n\n".join(parts)
-
-
-def _evidence_line(evidence: Evidence) -> str:
-    fact = evidence.fact
-    if fact is None:
-        dated = [f for f in evidence.facts if f.date]
-        if dated:
-            series = ", ".join(f"{f.value:g}{(' ' + f.unit) if f.unit else ''} on {f.date.isoformat()}" for f in dated if f.value is not None)
-            return f"{evidence.label} ({series})" if series else evidence.label
-        return evidence.label
-    where = "this order" if fact.kind.value == "order-reason" else fact.source
-    return f"{evidence.label} — {_date(fact)}, {where}"
 
 
 def _date(fact: ClinicalFact) -> str:

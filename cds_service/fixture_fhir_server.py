@@ -418,6 +418,9 @@ class _IPv6Server(_Server):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes; without TCP_NODELAY a kept-alive client waits
+    # for the delayed ACK (~40 ms) on every answer.
+    disable_nagle_algorithm = True
     fixture: FixtureFhirServer  # set on the bound subclass
     protocol_version = "HTTP/1.1"
     server_version = "FixtureFHIR/1.0"

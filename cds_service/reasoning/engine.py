@@ -143,18 +143,22 @@ def select_scenario(
 ) -> tuple[Scenario, CriterionResult] | None:
     """The scenario to apply (see the module docstring), with the result of its ``when``."""
     candidate_ids = {procedure.id for procedure in candidates}
-    fallback: tuple[Scenario, CriterionResult] | None = None
-    for scenario in scenarios_by_priority(knowledge):
-        lists_order = not candidate_ids.isdisjoint(scenario_procedure_ids(scenario))
-        if not lists_order and fallback is not None:
-            continue  # cannot beat the fallback already found: skip evaluating its `when`
+    by_priority = scenarios_by_priority(knowledge)
+    naming = [s for s in by_priority if not candidate_ids.isdisjoint(scenario_procedure_ids(s))]
+    naming_ids = {s.id for s in naming}
+    # Scenarios naming the ordered study win over any that do not, so they are tried first; the
+    # others are evaluated only when none of these holds (the NO_CRITERIA_APPLY fallback).
+    for scenario in naming:
         result = evaluator.evaluate(scenario.when)
-        if not result.holds:
-            continue
-        if lists_order:
+        if result.holds:
             return scenario, result
-        fallback = (scenario, result)
-    return fallback
+    for scenario in by_priority:
+        if scenario.id in naming_ids:
+            continue
+        result = evaluator.evaluate(scenario.when)
+        if result.holds:
+            return scenario, result
+    return None
 
 
 def applicable_ratings(scenario: Scenario, evaluator: CriteriaEvaluator) -> dict[str, ScenarioRating]:
