@@ -7,7 +7,7 @@ Nothing here is read at import time: :func:`Settings.from_env` is called by the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
