@@ -221,3 +221,13 @@ def test_health_ready_and_metrics(live_server):
     assert 'outcome="prefetch-unavailable"' in metrics
     assert 'rating="usually-not-appropriate"' in metrics
     assert 'indicator="warning"' in metrics
+
+
+def test_procedure_given_as_order_reason_counts_but_is_undated(live_server):
+    # Chemoradiation (703423002) as a reason says the patient was treated, not when: it must make
+    # the cervix recurrence scenario apply without tripping its early post-treatment exclusion.
+    body = order_select("76856", ["363354003", "703423002", "30473006"])  # US pelvis; cervix ca; CRT; pelvic pain
+    answer = live_server.post(f"/cds-services/{SELECT_ID}", json=body).json()
+    assert pama_ratings(answer) == [["not-appropriate", "usually-not-appropriate"]]
+    [card] = answer["cards"]
+    assert card["suggestions"][0]["actions"][0]["resource"]["code"]["coding"][0]["code"] in {"74183", "72197"}

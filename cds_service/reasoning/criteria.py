@@ -243,7 +243,10 @@ class CriteriaEvaluator:
         return self._coded(criterion, "condition", kinds, status_ok)
 
     def _procedure(self, criterion: Criterion) -> CriterionResult:
-        return self._coded(criterion, "procedure", (FactKind.PROCEDURE,))
+        # A procedure code given as a reason on the order ("spinal arthrodesis") documents that the
+        # patient had it, but not when: it counts as an undated procedure, so it satisfies presence
+        # but never a date window (an early-response exclusion cannot fire on it).
+        return self._coded(criterion, "procedure", (FactKind.PROCEDURE, FactKind.ORDER_REASON), undated_reasons=True)
 
     def _medication(self, criterion: Criterion) -> CriterionResult:
         return self._coded(criterion, "medication", (FactKind.MEDICATION,))
@@ -292,6 +295,7 @@ class CriteriaEvaluator:
         kinds: tuple[FactKind, ...],
         accept: Callable[[ClinicalFact], bool] | None = None,
         label: Callable[[str, ClinicalFact, date | None], str] = _fact_label,
+        undated_reasons: bool = False,
     ) -> CriterionResult:
         """Facts of ``kinds`` coded in the value set, inside the date window, accepted by ``accept``."""
         valueset = self._valueset(criterion[operator])
@@ -299,7 +303,7 @@ class CriteriaEvaluator:
         older = criterion.get("older_than_days")
         evidence: list[Evidence] = []
         for fact in self.matching_facts(valueset, kinds):
-            day = self._fact_day(fact)
+            day = None if undated_reasons and fact.kind is FactKind.ORDER_REASON else self._fact_day(fact)
             if self._in_window(day, within, older) and (accept is None or accept(fact)):
                 evidence.append(Evidence(label=label(valueset.title, fact, day), fact=fact))
         if not evidence:
