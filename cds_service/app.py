@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask
 
-from .audit import instance_name
+from .audit import instance_name, resolve_audit_key
 from .auth import JwtVerifier
 from .config import Settings
 from .decision import DecisionService
@@ -43,8 +42,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
 
     knowledge = knowledge or load_knowledge(settings.knowledge_dir or None, settings.knowledge_extra_dirs)
     if store is None:
-        _ensure_sqlite_dir(settings)
-        store = Store.from_url(settings.database_url)
+        store = Store.from_url(settings.database_url)  # creates a SQLite file's directory itself
         store.init_schema()
     verifier = _build_verifier(settings, store)
     metrics = Metrics()
@@ -64,7 +62,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         fhir_client=fhir_client,
         metrics=metrics,
         instance=instance_name(),
-        audit_key=settings.audit_hash_key.encode() if settings.audit_hash_key else store.audit_key(),
+        audit_key=resolve_audit_key(settings.audit_hash_key, store),
     )
 
     app = Flask(__name__)
@@ -92,9 +90,3 @@ def _build_verifier(settings: Settings, store: Store) -> JwtVerifier | None:
     log.warning(banner)
     print(f"\n*** {banner} ***\n", file=sys.stderr, flush=True)
     return None
-
-
-def _ensure_sqlite_dir(settings: Settings) -> None:
-    path = settings.sqlite_path()
-    if path is not None and str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def build_response(
         if assessment.outcome is not Outcome.NOT_RATED:
             consult_id = f"urn:uuid:{new_uuid()}"
             pama_code = _pama_code(assessment)
-            actions.append(_rating_action(assessment, knowledge, qcdsm_id, consult_id))
+            actions.append(_rating_action(assessment, qcdsm_id, consult_id))
         order_cards = tuple(_cards_for(assessment, knowledge, qcdsm_id, cards_when_appropriate))
         cards.extend(order_cards)
         rated.append(RatedOrder(assessment, pama_code, consult_id, order_cards))
@@ -104,7 +104,7 @@ def _with_extensions(resource: dict, extensions: list[dict]) -> dict:
     return updated
 
 
-def _rating_action(assessment: OrderAssessment, knowledge: Knowledge, qcdsm_id: str, consult_id: str) -> Action:
+def _rating_action(assessment: OrderAssessment, qcdsm_id: str, consult_id: str) -> Action:
     rating = assessment.rating.rating if assessment.outcome is Outcome.RATED and assessment.rating else None
     extensions = rating_extensions(rating, assessment.scenario, qcdsm_id, consult_id)
     label = rating.label if rating else "no criteria apply"
@@ -132,7 +132,7 @@ def _cards_for(
         suggestions = ()
         if recommendation.suggest and recommendation.suggest in knowledge.procedures:
             target = knowledge.procedures[recommendation.suggest]
-            suggestions = (_switch_suggestion(assessment, target, None, knowledge, qcdsm_id),)
+            suggestions = (_switch_suggestion(assessment, target, None, qcdsm_id),)
         yield Card(
             summary=_fit(recommendation.summary),
             indicator=recommendation.indicator,
@@ -181,7 +181,7 @@ def _main_card(
         return None
 
     if recommended and not assessment.recommend_cancel:
-        suggestions.append(_switch_suggestion(assessment, recommended.procedure, recommended, knowledge, qcdsm_id))
+        suggestions.append(_switch_suggestion(assessment, recommended.procedure, recommended, qcdsm_id))
     return Card(
         summary=_fit(summary, fallback=f"{ordered_name}: see imaging appropriateness advice"),
         indicator=indicator,
@@ -225,7 +225,6 @@ def _switch_suggestion(
     assessment: OrderAssessment,
     target: Procedure,
     target_rating: ScanRating | None,
-    knowledge: Knowledge,
     qcdsm_id: str,
 ) -> Suggestion:
     """Replace the draft order's study; the new ServiceRequest carries its own rating (the sandbox needs it)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any, Mapping
 
 DEVELOPMENT = "development"
@@ -98,11 +97,6 @@ class Settings:
                 raise ValueError("CDS_CORS_ORIGINS='*' is only allowed in development mode")
         if self.max_body_bytes <= 0:
             raise ValueError("CDS_MAX_BODY_BYTES must be positive")
-
-    def sqlite_path(self) -> Path | None:
-        if self.database_url.startswith("sqlite:///"):
-            return Path(self.database_url[len("sqlite:///"):])
-        return None
 
 
 def _convert(annotation: Any, raw: str, name: str) -> Any:

@@ -51,12 +51,12 @@ class DecisionService:
     def decide(self, service: ServiceDefinition, body: Any, *, today: date | None = None) -> dict:
         started = time.perf_counter()
         request = parse_hook_request(body, service)
-        orders, notes = read_draft_orders(request.context.get("draftOrders"), request.selections)
+        orders, _notes = read_draft_orders(request.context.get("draftOrders"), request.selections)
         # Orders with no usable code (the sandbox's `coding: [{}]`) or outside the catalogue need no
         # chart: answer at once, without touching the FHIR server.
         rateable = [o for o in orders if o.codes and self.knowledge.procedures_for(o.codes)]
         if not rateable:
-            self._log(request, service, started, cards=0, outcome="nothing-to-rate", notes=len(notes))
+            self._log(request, service, started, cards=0, outcome="nothing-to-rate")
             self._audit_silent(request, service, [o for o in orders if o.codes], started)
             return {"cards": []}
 
@@ -162,7 +162,6 @@ class DecisionService:
                 self.metrics.count_card(service.id, card.indicator)
 
     def _log(self, request: HookRequest, service: ServiceDefinition, started: float, **fields):
-        fields.pop("notes", None)
         log.info(
             "hook answered",
             extra={

@@ -47,7 +47,8 @@ def call_service(service_id: str):
     label, hook = (service.id, service.hook) if service else ("unknown", "unknown")
     status = 500
     try:
-        service = _service(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service with id {service_id!r}")
         _authenticate()
         answer = _cds().decisions.decide(service, _json_body())
         status = 200

@@ -45,11 +45,7 @@ def order_select(cpt: str | None, reasons=(), *, prefetch="all-null", fhir_serve
     }
     if fhir_server:
         body["fhirServer"] = fhir_server
-    if prefetch == "all-null":
-        body["prefetch"] = null_prefetch()
-    elif prefetch is not None:
-        body["prefetch"] = prefetch
-    return body
+    return _with_prefetch(body, prefetch)
 
 
 def order_sign(orders: list[dict], *, prefetch="all-null", patient="pat-onc-1") -> dict:
@@ -62,6 +58,10 @@ def order_sign(orders: list[dict], *, prefetch="all-null", patient="pat-onc-1") 
             "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": o} for o in orders]},
         },
     }
+    return _with_prefetch(body, prefetch)
+
+
+def _with_prefetch(body: dict, prefetch) -> dict:
     if prefetch == "all-null":
         body["prefetch"] = null_prefetch()
     elif prefetch is not None:
