@@ -62,7 +62,7 @@ class DecisionService:
 
         prefetch = self._complete_prefetch(service, request)
         today = today or datetime.now(timezone.utc).date()
-        chart = extract_chart_facts(prefetch, None, today)
+        chart = extract_chart_facts(prefetch, None, today, is_relevant=self.knowledge.knows_code)
         assessments = [assess_order(order, _with_order(chart, order, today), self.knowledge) for order in rateable]
         body_out, rated = build_response(
             assessments,

@@ -245,6 +245,30 @@ class Knowledge:
     #: (system, code) → procedures carrying that code, built by the loader.
     code_index: Mapping[tuple[str, str], tuple[Procedure, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Every code a criterion could ever match: value-set members and prefixes, and catalogue
+        # codes (prior imaging is matched against the catalogue). Built once; see knows_code.
+        known = set(self.code_index)
+        prefixes: dict[str, set[str]] = {}
+        for valueset in self.valuesets.values():
+            known.update(valueset.codes)
+            for system, prefix in valueset.prefixes:
+                prefixes.setdefault(system, set()).add(prefix)
+        object.__setattr__(self, "_known_codes", frozenset(known))
+        object.__setattr__(self, "_known_prefixes", {s: tuple(sorted(p)) for s, p in prefixes.items()})
+
+    def knows_code(self, code: Code) -> bool:
+        """Whether any value set or catalogue entry names this code.
+
+        A chart fact none of whose codes is known can never satisfy a criterion, so the chart
+        reader may drop it (most of a real chart's labs and problems are such facts).
+        """
+        key = normalise_code(code.system, code.code)
+        if key in self._known_codes:
+            return True
+        prefixes = self._known_prefixes.get(key[0])
+        return prefixes is not None and key[1].startswith(prefixes)
+
     def procedures_for(self, codes: tuple[Code, ...]) -> tuple[Procedure, ...]:
         """Catalogue entries matching any of the order's codes, without duplicates, in code order."""
         found: list[Procedure] = []

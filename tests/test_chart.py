@@ -514,6 +514,38 @@ def test_patient_and_encounter_give_no_facts():
 
 
 # =============================================================================================
+# Relevance filter (the caller says which codes matter; the chart layer only applies it)
+
+
+def test_relevance_filter_drops_facts_without_a_relevant_code_and_keeps_order_reasons():
+    relevant = {(LOINC, "2039-6"), (SNOMED, "94381002"), (CPT, "74177")}
+    report = diagnostic_report("74177", CPT, effective="2024-03-05", category=RADIOLOGY_CATEGORY,
+                               conclusion_codes=[concept("94381002"), concept("1234")])
+    resources = (observation("718-7", id="hb", value=13.1, effective="2024-05-01"),
+                 observation("2039-6", id="cea", value=4.2, effective="2024-05-01"),
+                 condition("38341003", id="htn"), report)
+    [order], _ = read_draft_orders(draft_orders(service_request(reasons=[("30473006", "Pain in pelvis")])), None)
+    chart = extract_chart_facts({"chart": bundle(*resources)}, order, TODAY,
+                                is_relevant=lambda code: (code.system, code.code) in relevant)
+    assert [(f.kind, f.source) for f in chart.facts] == [
+        (FactKind.OBSERVATION, "Observation/cea"),
+        (FactKind.IMAGING, "DiagnosticReport/dr-1"),
+        (FactKind.FINDING, "DiagnosticReport/dr-1"),          # the unknown conclusion code is dropped
+        (FactKind.ORDER_REASON, "ServiceRequest/example-request-id"),
+    ]
+    # Kept facts are read in full, exactly as without the filter.
+    unfiltered = extract_chart_facts({"chart": bundle(*resources)}, order, TODAY)
+    assert chart.facts[0] == next(f for f in unfiltered.facts if f.source == "Observation/cea")
+
+
+def test_relevance_filter_still_counts_malformed_resources():
+    broken = observation("718-7", id="bad")
+    broken["code"] = "718-7"
+    chart = extract_chart_facts({"chart": bundle(broken)}, None, TODAY, is_relevant=lambda code: False)
+    assert chart.facts == () and chart.skipped_resources == 1
+
+
+# =============================================================================================
 # Order reasons
 
 

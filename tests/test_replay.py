@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,34 @@ def test_cases_written_for_another_day_give_the_same_answers(tmp_path):
         (tmp_path / "cases" / f"{case_id}.json").write_text(json.dumps(moved))
     results = replay.run(tmp_path)
     assert {r.case for r in results} == set(wanted)
+    assert all(r.passed for r in results), [(r.case, r.mode, r.problems) for r in results if not r.passed]
+
+
+def test_unrelated_chart_entries_change_no_answer(tmp_path):
+    # The service reads only resources whose codes its knowledge names (chart.extract's relevance
+    # filter). Padding every chart with a few years of routine labs and unrelated problems must not
+    # change a single rating, card or suggestion.
+    shutil.copytree(FIXTURES / "cases", tmp_path / "cases")
+    (tmp_path / "charts").mkdir()
+    routine_labs = ("718-7", "6690-2", "777-3", "1742-6", "1920-8", "2345-7")   # Hb, WBC, platelets, ALT, AST, glucose
+    other_problems = ("38341003", "44054006", "55822004")                       # hypertension, T2DM, hyperlipidaemia
+    for path in (FIXTURES / "charts").glob("*.json"):
+        chart = json.loads(path.read_text(encoding="utf-8"))
+        patient = next(e["resource"]["id"] for e in chart["entry"] if e["resource"]["resourceType"] == "Patient")
+        subject = {"reference": f"Patient/{patient}"}
+        for visit in range(20):
+            for code in routine_labs:
+                chart["entry"].append({"resource": {
+                    "resourceType": "Observation", "id": f"pad-{visit}-{code}", "status": "final", "subject": subject,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                    "effectiveDateTime": f"{2025 - visit // 4}-0{1 + visit % 4}-15", "valueQuantity": {"value": 5.0}}})
+        for code in other_problems:
+            chart["entry"].append({"resource": {
+                "resourceType": "Condition", "id": f"pad-{code}", "subject": subject,
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]}}})
+        (tmp_path / "charts" / path.name).write_text(json.dumps(chart), encoding="utf-8")
+    results = replay.run(tmp_path)
+    assert len(results) >= 79
     assert all(r.passed for r in results), [(r.case, r.mode, r.problems) for r in results if not r.passed]
 
 

@@ -108,20 +108,30 @@ class _Malformed(Exception):
     """The resource's main element has the wrong JSON shape: skip and count it."""
 
 
-def extract_chart_facts(prefetch: Mapping[str, Any] | None, order: DraftOrder | None, today: date) -> ChartFacts:
+def extract_chart_facts(
+    prefetch: Mapping[str, Any] | None,
+    order: DraftOrder | None,
+    today: date,
+    *,
+    is_relevant: Callable[[Code], bool] | None = None,
+) -> ChartFacts:
     """Read every prefetch value into clinical facts, plus the draft order's reasons.
 
     :param prefetch: the request's (completed) prefetch; ``None`` means no prefetch at all.
     :param order: the draft order being rated; each reasonCode coding becomes an ORDER_REASON
         fact dated ``today`` with the order's reference as source.
     :param today: the request date (dates order reasons; the caller's clock, not ours).
+    :param is_relevant: when given, a resource none of whose codes it accepts gives no fact, and
+        is dropped before its dates and values are read. The caller decides what is relevant
+        (the service passes ``Knowledge.knows_code``: a fact that no value set names can never
+        match a criterion), so this module stays free of medicine. Order reasons are always kept.
     """
     gathered = _Gathered()
     if isinstance(prefetch, Mapping):
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
 
-    context = _Context(gathered.index, order.reference if order is not None else None)
+    context = _Context(gathered.index, order.reference if order is not None else None, is_relevant)
     facts: list[ClinicalFact] = []
     skipped = gathered.skipped
     for resource_type, source, resource in gathered.resources:
@@ -261,11 +271,19 @@ def _is_error_outcome(outcome: Any) -> bool:
 class _Context:
     """What readers need beyond the resource itself."""
 
-    __slots__ = ("index", "order_reference")
+    __slots__ = ("index", "order_reference", "is_relevant")
 
-    def __init__(self, index: dict[str, dict], order_reference: str | None) -> None:
+    def __init__(self, index: dict[str, dict], order_reference: str | None,
+                 is_relevant: Callable[[Code], bool] | None) -> None:
         self.index = index
         self.order_reference = order_reference
+        self.is_relevant = is_relevant
+
+    def keeps(self, codes: Iterable[Code]) -> bool:
+        """Whether a fact with these codes is worth making: it has codes, and one is relevant."""
+        if self.is_relevant is None:
+            return bool(codes)
+        return any(map(self.is_relevant, codes))
 
     def resolve(self, reference: Any, resource_type: str) -> dict | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
@@ -325,7 +343,7 @@ def _read_condition(resource: dict, source: str, context: _Context) -> Iterable[
         return ()
     concept = resource.get("code")
     codes = _codes(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.get("onsetDateTime"))
             or period_date(resource.get("onsetPeriod"), prefer_end=False)
@@ -345,7 +363,7 @@ def _read_procedure(resource: dict, source: str, context: _Context) -> Iterable[
         return ()
     concept = resource.get("code")
     codes = _codes(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.get("performedDateTime"))
             or period_date(resource.get("performedPeriod"), prefer_end=True))
@@ -367,7 +385,7 @@ def _read_medication(resource: dict, source: str, context: _Context) -> Iterable
         if medication is not None:
             concept = medication.get("code")
             codes = codings_of(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     if resource.get("resourceType") == "MedicationRequest":
         when = fhir_date(resource.get("authoredOn"))
@@ -387,7 +405,7 @@ def _read_observation(resource: dict, source: str, context: _Context) -> Iterabl
         return ()
     concept = resource.get("code")
     codes = _codes(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.get("effectiveDateTime"))
             or fhir_date(resource.get("effectiveInstant"))
@@ -422,7 +440,7 @@ def _read_device(resource: dict, source: str, context: _Context) -> Iterable[Cli
         return ()
     concept = resource.get("type")
     codes = _codes(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, text=text_of(concept) or _device_name(resource),
@@ -451,7 +469,7 @@ def _read_device_use(resource: dict, source: str, context: _Context) -> Iterable
         if target is not None:
             concept = target.get("type")
             codes = codings_of(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.get("timingDateTime"))
             or period_date(resource.get("timingPeriod"), prefer_end=False)
@@ -478,7 +496,7 @@ def _read_allergy(resource: dict, source: str, context: _Context) -> Iterable[Cl
     if not codes and concept is None:
         concept = resource.get("substance")                   # DSTU2
         codes = codings_of(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = fhir_date(resource.get("onsetDateTime")) or fhir_date(resource.get("recordedDate"))
     return (ClinicalFact(
@@ -503,7 +521,7 @@ def _read_imaging_study(resource: dict, source: str, context: _Context) -> Itera
                 modality = coding_of(one.get("modality"))
                 if modality is not None:
                     codes.append(modality)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     text = string(resource.get("description"))
     if text is None and isinstance(procedure_codes, list) and procedure_codes:
@@ -526,7 +544,7 @@ def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> I
             or fhir_date(resource.get("issued")))
     profiles = _profiles(resource)
     facts: list[ClinicalFact] = []
-    if (codes or category_codes) and _is_imaging_report(category_codes):
+    if context.keeps(codes + category_codes) and _is_imaging_report(category_codes):
         facts.append(ClinicalFact(
             kind=FactKind.IMAGING, codes=_without_duplicates(codes + category_codes), source=source,
             date=when, text=text_of(concept), status=status, profiles=profiles,
@@ -535,7 +553,7 @@ def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> I
     if isinstance(conclusions, list):
         for conclusion in conclusions:
             conclusion_codes = codings_of(conclusion)
-            if conclusion_codes:
+            if context.keeps(conclusion_codes):
                 facts.append(ClinicalFact(
                     kind=FactKind.FINDING, codes=conclusion_codes, source=source, date=when,
                     text=text_of(conclusion), status=status, profiles=profiles,
@@ -569,7 +587,7 @@ def _read_service_request(resource: dict, source: str, context: _Context) -> Ite
         return ()
     concept = resource.get("code")
     codes = _codes(concept)
-    if not codes:
+    if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.get("occurrenceDateTime"))
             or period_date(resource.get("occurrencePeriod"), prefer_end=False)
