@@ -232,6 +232,9 @@ class OverrideReason:
     display: str
 
 
+_MAX_REMEMBERED_CODES = 50_000
+
+
 @dataclass(frozen=True)
 class Knowledge:
     version: str
@@ -256,18 +259,25 @@ class Knowledge:
                 prefixes.setdefault(system, set()).add(prefix)
         object.__setattr__(self, "_known_codes", frozenset(known))
         object.__setattr__(self, "_known_prefixes", {s: tuple(sorted(p)) for s, p in prefixes.items()})
+        # Answers by code as written: a chart repeats the same few codes, so most calls are one
+        # dict look-up. Bounded, because the codes come from requests.
+        object.__setattr__(self, "_known_answers", {})
 
-    def knows_code(self, code: Code) -> bool:
+    def knows_code(self, system: str, code: str) -> bool:
         """Whether any value set or catalogue entry names this code.
 
         A chart fact none of whose codes is known can never satisfy a criterion, so the chart
         reader may drop it (most of a real chart's labs and problems are such facts).
         """
-        key = normalise_code(code.system, code.code)
-        if key in self._known_codes:
-            return True
-        prefixes = self._known_prefixes.get(key[0])
-        return prefixes is not None and key[1].startswith(prefixes)
+        answers = self._known_answers
+        known = answers.get((system, code))
+        if known is None:
+            key = normalise_code(system, code)
+            prefixes = self._known_prefixes.get(key[0])
+            known = key in self._known_codes or (prefixes is not None and key[1].startswith(prefixes))
+            if len(answers) < _MAX_REMEMBERED_CODES:
+                answers[(system, code)] = known
+        return known
 
     def procedures_for(self, codes: tuple[Code, ...]) -> tuple[Procedure, ...]:
         """Catalogue entries matching any of the order's codes, without duplicates, in code order."""

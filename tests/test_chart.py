@@ -526,7 +526,7 @@ def test_relevance_filter_drops_facts_without_a_relevant_code_and_keeps_order_re
                  condition("38341003", id="htn"), report)
     [order], _ = read_draft_orders(draft_orders(service_request(reasons=[("30473006", "Pain in pelvis")])), None)
     chart = extract_chart_facts({"chart": bundle(*resources)}, order, TODAY,
-                                is_relevant=lambda code: (code.system, code.code) in relevant)
+                                is_relevant=lambda system, code: (system, code) in relevant)
     assert [(f.kind, f.source) for f in chart.facts] == [
         (FactKind.OBSERVATION, "Observation/cea"),
         (FactKind.IMAGING, "DiagnosticReport/dr-1"),
@@ -541,7 +541,7 @@ def test_relevance_filter_drops_facts_without_a_relevant_code_and_keeps_order_re
 def test_relevance_filter_still_counts_malformed_resources():
     broken = observation("718-7", id="bad")
     broken["code"] = "718-7"
-    chart = extract_chart_facts({"chart": bundle(broken)}, None, TODAY, is_relevant=lambda code: False)
+    chart = extract_chart_facts({"chart": bundle(broken)}, None, TODAY, is_relevant=lambda system, code: False)
     assert chart.facts == () and chart.skipped_resources == 1
 
 

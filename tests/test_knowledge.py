@@ -182,18 +182,19 @@ def test_valueset_contains_handles_icd10_prefixes_dots_and_aliases(kb: Knowledge
 
 def test_knows_code_covers_value_sets_prefixes_and_the_catalogue(kb: Knowledge):
     # What the chart reader may keep: anything some criterion or catalogue entry could match.
-    assert kb.knows_code(Code(LOINC, "2039-6"))                                   # CEA (value set)
-    assert kb.knows_code(Code(ICD10CM, "C53.0"))                                  # cervix (ICD-10 prefix)
-    assert kb.knows_code(Code("urn:oid:2.16.840.1.113883.6.90", "c530"))          # alias, no dot, lower case
-    assert kb.knows_code(Code(CPT, "78816"))                                      # PET/CT (catalogue only)
-    assert not kb.knows_code(Code(LOINC, "718-7"))                                # haemoglobin
-    assert not kb.knows_code(Code(SNOMED, "38341003"))                            # hypertension
-    assert not kb.knows_code(Code("urn:oid:2.16.840.1.113883.6.238", "2039-6"))   # same string, other system
+    for _ in range(2):   # the second round answers from memory
+        assert kb.knows_code(LOINC, "2039-6")                                     # CEA (value set)
+        assert kb.knows_code(ICD10CM, "C53.0")                                    # cervix (ICD-10 prefix)
+        assert kb.knows_code("urn:oid:2.16.840.1.113883.6.90", "c530")            # alias, no dot, lower case
+        assert kb.knows_code(CPT, "78816")                                        # PET/CT (catalogue only)
+        assert not kb.knows_code(LOINC, "718-7")                                  # haemoglobin
+        assert not kb.knows_code(SNOMED, "38341003")                              # hypertension
+        assert not kb.knows_code("urn:oid:2.16.840.1.113883.6.238", "2039-6")     # same string, other system
 
 
 def test_knows_code_includes_site_extra_value_sets(tmp_path: Path):
     knowledge = load_knowledge(None, [_site_dir(tmp_path)])
-    assert knowledge.knows_code(Code(ICD10CM, "C34.90"))
+    assert knowledge.knows_code(ICD10CM, "C34.90")
 
 
 def test_ratings_and_preferences_are_consistent(kb: Knowledge):

@@ -113,7 +113,7 @@ def extract_chart_facts(
     order: DraftOrder | None,
     today: date,
     *,
-    is_relevant: Callable[[Code], bool] | None = None,
+    is_relevant: Callable[[str, str], bool] | None = None,
 ) -> ChartFacts:
     """Read every prefetch value into clinical facts, plus the draft order's reasons.
 
@@ -121,10 +121,11 @@ def extract_chart_facts(
     :param order: the draft order being rated; each reasonCode coding becomes an ORDER_REASON
         fact dated ``today`` with the order's reference as source.
     :param today: the request date (dates order reasons; the caller's clock, not ours).
-    :param is_relevant: when given, a resource none of whose codes it accepts gives no fact, and
-        is dropped before its dates and values are read. The caller decides what is relevant
-        (the service passes ``Knowledge.knows_code``: a fact that no value set names can never
-        match a criterion), so this module stays free of medicine. Order reasons are always kept.
+    :param is_relevant: ``(system, code) -> bool``; when given, a resource none of whose codes
+        it accepts gives no fact, and is dropped before its dates and values are read. The caller
+        decides what is relevant (the service passes ``Knowledge.knows_code``: a fact that no
+        value set names can never match a criterion), so this module stays free of medicine.
+        Order reasons are always kept.
     """
     gathered = _Gathered()
     if isinstance(prefetch, Mapping):
@@ -274,7 +275,7 @@ class _Context:
     __slots__ = ("index", "order_reference", "is_relevant")
 
     def __init__(self, index: dict[str, dict], order_reference: str | None,
-                 is_relevant: Callable[[Code], bool] | None) -> None:
+                 is_relevant: Callable[[str, str], bool] | None) -> None:
         self.index = index
         self.order_reference = order_reference
         self.is_relevant = is_relevant
@@ -283,7 +284,21 @@ class _Context:
         """Whether a fact with these codes is worth making: it has codes, and one is relevant."""
         if self.is_relevant is None:
             return bool(codes)
-        return any(map(self.is_relevant, codes))
+        return any(self.is_relevant(c.system, c.code) for c in codes)
+
+    def mentions_relevant(self, concept: dict | None) -> bool:
+        """:meth:`keeps` on a raw CodeableConcept, before any Code is made (most of a chart fails it)."""
+        if self.is_relevant is None:
+            return True
+        codings = concept.get("coding") if concept is not None else None
+        if not codings:
+            return False
+        for coding in codings:
+            if isinstance(coding, dict):
+                system, value = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(value, str) and self.is_relevant(system.strip(), value.strip()):
+                    return True
+        return False
 
     def resolve(self, reference: Any, resource_type: str) -> dict | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
@@ -303,10 +318,15 @@ class _Context:
 Reader = Callable[[dict, str, _Context], "Iterable[ClinicalFact]"]
 
 
-def _codes(concept: Any) -> tuple[Code, ...]:
-    """Usable codings of the resource's main CodeableConcept; a wrong shape skips the resource."""
+def _codes(concept: Any, context: _Context) -> tuple[Code, ...]:
+    """Usable codings of the resource's main CodeableConcept, ``()`` when none is relevant.
+
+    A wrong shape skips the resource (and counts it), relevant or not.
+    """
     if is_malformed_concept(concept):
         raise _Malformed
+    if not context.mentions_relevant(concept):
+        return ()
     return codings_of(concept)
 
 
@@ -342,8 +362,8 @@ def _read_condition(resource: dict, source: str, context: _Context) -> Iterable[
     if verification in ("entered-in-error", "refuted") or clinical == "entered-in-error":
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
-    if not context.keeps(codes):
+    codes = _codes(concept, context)
+    if not codes:
         return ()
     when = (fhir_date(resource.get("onsetDateTime"))
             or period_date(resource.get("onsetPeriod"), prefer_end=False)
@@ -362,8 +382,8 @@ def _read_procedure(resource: dict, source: str, context: _Context) -> Iterable[
     if status in ("not-done", "entered-in-error") or resource.get("notPerformed") is True:  # DSTU2 flag
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
-    if not context.keeps(codes):
+    codes = _codes(concept, context)
+    if not codes:
         return ()
     when = (fhir_date(resource.get("performedDateTime"))
             or period_date(resource.get("performedPeriod"), prefer_end=True))
@@ -379,7 +399,7 @@ def _read_medication(resource: dict, source: str, context: _Context) -> Iterable
     if status in ("entered-in-error", "not-done", "not-taken"):
         return ()
     concept = resource.get("medicationCodeableConcept")
-    codes = _codes(concept)
+    codes = _codes(concept, context)
     if not codes:
         medication = context.resolve(resource.get("medicationReference"), "Medication")
         if medication is not None:
@@ -404,8 +424,8 @@ def _read_observation(resource: dict, source: str, context: _Context) -> Iterabl
     if status in ("entered-in-error", "cancelled"):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
-    if not context.keeps(codes):
+    codes = _codes(concept, context)
+    if not codes:
         return ()
     when = (fhir_date(resource.get("effectiveDateTime"))
             or fhir_date(resource.get("effectiveInstant"))
@@ -439,8 +459,8 @@ def _read_device(resource: dict, source: str, context: _Context) -> Iterable[Cli
     if status in ("inactive", "entered-in-error"):
         return ()
     concept = resource.get("type")
-    codes = _codes(concept)
-    if not context.keeps(codes):
+    codes = _codes(concept, context)
+    if not codes:
         return ()
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, text=text_of(concept) or _device_name(resource),
@@ -492,7 +512,7 @@ def _read_allergy(resource: dict, source: str, context: _Context) -> Iterable[Cl
             or legacy_status in _VOID_ALLERGY_STATUSES):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
+    codes = _codes(concept, context)
     if not codes and concept is None:
         concept = resource.get("substance")                   # DSTU2
         codes = codings_of(concept)
@@ -537,7 +557,7 @@ def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> I
     if status in ("entered-in-error", "cancelled"):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
+    codes = _codes(concept, context)
     category_codes = _codes_of_list(resource.get("category"))
     when = (fhir_date(resource.get("effectiveDateTime"))
             or period_date(resource.get("effectivePeriod"), prefer_end=False)
@@ -586,8 +606,8 @@ def _read_service_request(resource: dict, source: str, context: _Context) -> Ite
            for c in _codes_of_list(resource.get("category"))):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept)
-    if not context.keeps(codes):
+    codes = _codes(concept, context)
+    if not codes:
         return ()
     when = (fhir_date(resource.get("occurrenceDateTime"))
             or period_date(resource.get("occurrencePeriod"), prefer_end=False)
