@@ -127,7 +127,7 @@ def extract_chart_facts(
         value set names can never match a criterion), so this module stays free of medicine.
         Order reasons are always kept.
     """
-    gathered = _Gathered()
+    gathered = _Gathered(is_relevant)
     if isinstance(prefetch, Mapping):
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
@@ -163,7 +163,8 @@ def extract_chart_facts(
 class _Gathered:
     """Resources found in the prefetch, de-duplicated, with the bookkeeping for ChartFacts."""
 
-    def __init__(self) -> None:
+    def __init__(self, is_relevant: Callable[[str, str], bool] | None) -> None:
+        self.is_relevant = is_relevant
         self.resources: list[tuple[str, str, dict]] = []   # (resourceType, source, resource)
         self.index: dict[str, dict] = {}                   # "Device/x", "Medication/y" → resource
         self.missing: list[str] = []
@@ -230,6 +231,16 @@ class _Gathered:
         return flags
 
     def _add_resource(self, resource: dict, resource_type: str, full_url: Any) -> None:
+        if self.is_relevant is not None:
+            # Most of a chart is irrelevant: drop it here, before it costs a reader call. Only
+            # types whose one coded element decides are dropped; a wrong shape goes on to the
+            # reader, which counts it.
+            element = _DECIDING_ELEMENT.get(resource_type)
+            if element is not None:
+                concept = resource.get(element)
+                if (isinstance(concept, dict) and isinstance(concept.get("coding"), list)
+                        and not _mentions_relevant(concept, self.is_relevant)):
+                    return
         resource_id = resource.get("id")
         if isinstance(resource_id, str) and resource_id:
             source = f"{resource_type}/{resource_id}"
@@ -247,6 +258,22 @@ class _Gathered:
 
 
 _LOOKUP_TYPES = frozenset({"Device", "Medication"})
+#: Types whose facts come from this one CodeableConcept alone (no fallback to another element).
+_DECIDING_ELEMENT = {"Condition": "code", "Procedure": "code", "Observation": "code",
+                     "ServiceRequest": "code", "AllergyIntolerance": "code"}
+
+
+def _mentions_relevant(concept: dict, is_relevant: Callable[[str, str], bool]) -> bool:
+    """Whether a raw CodeableConcept has a coding ``is_relevant`` accepts (before any Code is made)."""
+    codings = concept.get("coding")
+    if not codings:
+        return False
+    for coding in codings:
+        if isinstance(coding, dict):
+            system, value = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(value, str) and is_relevant(system.strip(), value.strip()):
+                return True
+    return False
 
 
 def _is_error_outcome(outcome: Any) -> bool:
@@ -286,19 +313,6 @@ class _Context:
             return bool(codes)
         return any(self.is_relevant(c.system, c.code) for c in codes)
 
-    def mentions_relevant(self, concept: dict | None) -> bool:
-        """:meth:`keeps` on a raw CodeableConcept, before any Code is made (most of a chart fails it)."""
-        if self.is_relevant is None:
-            return True
-        codings = concept.get("coding") if concept is not None else None
-        if not codings:
-            return False
-        for coding in codings:
-            if isinstance(coding, dict):
-                system, value = coding.get("system"), coding.get("code")
-                if isinstance(system, str) and isinstance(value, str) and self.is_relevant(system.strip(), value.strip()):
-                    return True
-        return False
 
     def resolve(self, reference: Any, resource_type: str) -> dict | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
@@ -325,7 +339,7 @@ def _codes(concept: Any, context: _Context) -> tuple[Code, ...]:
     """
     if is_malformed_concept(concept):
         raise _Malformed
-    if not context.mentions_relevant(concept):
+    if context.is_relevant is not None and (concept is None or not _mentions_relevant(concept, context.is_relevant)):
         return ()
     return codings_of(concept)
 
