@@ -10,15 +10,18 @@ a. order-select shaped like the CDS Hooks sandbox's PAMA tab, every prefetch key
 b. the same order with a realistic prefetch of about 300 resources;
 c. order-sign with 10 imaging orders and the same prefetch.
 
-Then the same cases against ``bench/minimal_app.py`` under the same gunicorn settings, and the
-ratio of the p50s. Loopback only; every loop is bounded; servers are stopped at the end, also on
-Ctrl-C.
+The same cases go to ``bench/minimal_app.py`` under the same gunicorn settings, and the ratio of
+the p50s is printed. Both servers run side by side and each case is sent to them in alternating
+blocks (``--rounds``), so that both see the same state of the machine: on a shared 2-core VM the
+speed of the same code drifts by up to 2x from one minute to the next, and measuring one server
+after the other made the ratio swing between runs. Loopback only; every loop is bounded; servers
+are stopped at the end, also on Ctrl-C.
 
-    .venv/bin/python bench/bench_http.py [--requests 300] [--warmup 30] [--concurrency 1,4]
+    .venv/bin/python bench/bench_http.py [--requests 300] [--warmup 30] [--rounds 6] [--concurrency 1,4]
                                          [--workers N] [--chart auto|synthetic|inline] [--only ours|minimal]
 
-Status: skeleton. ``--jwt`` (production mode with signed tokens) waits for the trusted-issuers file
-format of ``cds_service.auth``.
+Development mode (no JWT) is measured; JWT verification costs about 0.45 ms a request on top
+(ES384, measured in-process, see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -323,7 +326,16 @@ class Result:
     errors: int
 
 
-def run_case(base: str, case: Case, clients: int, requests_each: int, warmup_each: int) -> Result:
+@dataclass
+class Sample:
+    """Latencies of one block of requests, and its wall time."""
+
+    latencies: list[float]
+    wall: float
+    errors: int
+
+
+def run_block(base: str, case: Case, clients: int, requests_each: int, warmup_each: int) -> Sample:
     url = f"{base}/cds-services/{case.path}"
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -356,10 +368,32 @@ def run_case(base: str, case: Case, clients: int, requests_each: int, warmup_eac
     for t in threads:
         t.join(timeout=600)
     wall = time.perf_counter() - t_start
-    values = sorted(v for per in latencies for v in per)
-    ms = [v * 1000 for v in values]
+    return Sample([v for per in latencies for v in per], wall, sum(errors))
+
+
+def summarise(case: Case, clients: int, samples: list[Sample]) -> Result:
+    ms = sorted(v * 1000 for s in samples for v in s.latencies)
+    wall = sum(s.wall for s in samples)
     return Result(case.name, clients, percentile(ms, 50), percentile(ms, 95), percentile(ms, 99),
-                  len(values) / wall if wall > 0 else float("nan"), sum(errors))
+                  len(ms) / wall if wall > 0 else float("nan"), sum(s.errors for s in samples))
+
+
+def run_interleaved(bases: dict[str, str], cases: list[Case], args) -> dict[str, list[Result]]:
+    """Every case and client count, in ``args.rounds`` blocks per server, alternating which goes first."""
+    results: dict[str, list[Result]] = {label: [] for label in bases}
+    labels = list(bases)
+    for case in cases:
+        for clients in args.concurrency:
+            samples: dict[str, list[Sample]] = {label: [] for label in labels}
+            per_round = max(1, args.requests // args.rounds)
+            for round_ in range(args.rounds):
+                order = labels if round_ % 2 == 0 else labels[::-1]
+                for label in order:
+                    warmup = args.warmup if round_ == 0 else max(1, args.warmup // 10)
+                    samples[label].append(run_block(bases[label], case, clients, per_round, warmup))
+            for label in labels:
+                results[label].append(summarise(case, clients, samples[label]))
+    return results
 
 
 def print_results(title: str, results: list[Result]) -> None:
@@ -367,22 +401,6 @@ def print_results(title: str, results: list[Result]) -> None:
     print(f"{'case':<38} {'clients':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for r in results:
         print(f"{r.case:<38} {r.clients:>7} {r.p50:>8.2f} {r.p95:>8.2f} {r.p99:>8.2f} {r.rps:>8.1f} {r.errors:>6}")
-
-
-def bench_server(label: str, target: str, workdir: Path, args, cases: list[Case] | None, extra_env: dict[str, str]):
-    server = Server(target, workdir, args.workers, extra_env)
-    try:
-        server.wait_ready()
-        if cases is None:
-            discovery = requests.get(server.base + "/cds-services", timeout=10).json()
-            cases, origin = build_cases(discovery, date.today(), args.chart)
-            print(f"chart for case b/c: {origin}; bodies: " + ", ".join(f"{len(c.body) / 1024:.0f} KiB" for c in cases))
-        results = [run_case(server.base, case, clients, args.requests, args.warmup)
-                   for case in cases for clients in args.concurrency]
-        print_results(f"{label}  ({target}, log {server.log_path})", results)
-        return cases, results
-    finally:
-        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,42 +412,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", choices=("auto", "synthetic", "inline"), default="auto",
                         help="prefetch chart for cases b and c (auto: bench/synthetic_chart.py if present)")
     parser.add_argument("--only", choices=("ours", "minimal"), help="run one server only")
-    parser.add_argument("--jwt", action="store_true", help="production mode with signed JWTs (not wired yet)")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating blocks per server, case and client count")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    if not (0 < args.requests <= 100_000 and 0 <= args.warmup <= 10_000 and all(0 < c <= 64 for c in args.concurrency)):
-        parser.error("requests 1..100000, warmup 0..10000, concurrency 1..64")
-    if args.jwt:
-        # TODO: generate an ES384 key, write a trusted-issuers file in cds_service.auth's format,
-        # run with CDS_MODE=production and sign one token per request (jti must be unique).
-        print("--jwt is not wired yet: it needs the trusted-issuers file format of cds_service.auth", file=sys.stderr)
-        return 2
+    if not (0 < args.requests <= 100_000 and 0 <= args.warmup <= 10_000 and 0 < args.rounds <= 100
+            and all(0 < c <= 64 for c in args.concurrency)):
+        parser.error("requests 1..100000, warmup 0..10000, rounds 1..100, concurrency 1..64")
 
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
         workdir = Path(tmp)
         ours_env = {"CDS_MODE": "development", "CDS_DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
                     "CDS_LOG_LEVEL": "INFO"}
-        ours: list[Result] = []
-        floor: list[Result] = []
+        targets = {"ours": ("cds_service.wsgi:app", ours_env), "minimal": ("bench.minimal_app:app", {})}
+        if args.only:
+            targets = {args.only: targets[args.only]}
+        servers = {label: Server(target, workdir, args.workers, env) for label, (target, env) in targets.items()}
         try:
-            cases = None
-            if args.only != "minimal":
-                cases, ours = bench_server("ours", "cds_service.wsgi:app", workdir, args, None, ours_env)
-            else:
-                sys.path.insert(0, str(REPO))
-                from cds_service.protocol.services import discovery_document
+            for server in servers.values():
+                server.wait_ready()
+            sys.path.insert(0, str(REPO))
+            from cds_service.protocol.services import discovery_document
 
-                cases, origin = build_cases(discovery_document(), date.today(), args.chart)
-                print(f"chart for case b/c: {origin}")
-            if args.only != "ours":
-                _, floor = bench_server("minimal", "bench.minimal_app:app", workdir, args, cases, {})
+            cases, origin = build_cases(discovery_document(), date.today(), args.chart)
+            print(f"chart for case b/c: {origin}; bodies: " + ", ".join(f"{len(c.body) / 1024:.0f} KiB" for c in cases))
+            print(f"{args.rounds} alternating rounds of {max(1, args.requests // args.rounds)} requests per client")
+            results = run_interleaved({label: server.base for label, server in servers.items()}, cases, args)
         except KeyboardInterrupt:
             print("\ninterrupted; servers stopped", file=sys.stderr)
             return 130
-    if not (ours and floor):
+        finally:
+            for server in servers.values():
+                server.stop()
+        for label, server in servers.items():
+            print_results(f"{label}  ({targets[label][0]}, log {server.log_path})", results[label])
+    if set(results) != {"ours", "minimal"}:
         return 0
     print("\np50 ratio ours / minimal")
-    for o, m in zip(ours, floor):
+    for o, m in zip(results["ours"], results["minimal"]):
         print(f"{o.case:<38} {o.clients:>7} {o.p50 / m.p50 if m.p50 else float('nan'):>8.1f}x")
     return 0
 
