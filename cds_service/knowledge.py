@@ -127,6 +127,12 @@ class ValueSet:
     prefixes: tuple[tuple[str, str], ...] = ()     # normalised (system, code prefix), ICD-10-CM hierarchies
     entries: tuple[CodeEntry, ...] = ()            # as authored, with sources (for docs and audits)
 
+    def __post_init__(self) -> None:
+        by_system: dict[str, tuple[str, ...]] = {}
+        for system, prefix in self.prefixes:
+            by_system[system] = (*by_system.get(system, ()), prefix)
+        object.__setattr__(self, "prefixes_by_system", by_system)
+
     def contains(self, code: Code) -> bool:
         system, value = normalise_code(code.system, code.code)
         if (system, value) in self.codes:

@@ -258,9 +258,11 @@ class _Gathered:
 
 
 _LOOKUP_TYPES = frozenset({"Device", "Medication"})
-#: Types whose facts come from this one CodeableConcept alone (no fallback to another element).
+#: Types whose facts come from this one CodeableConcept alone (no fallback to another element):
+#: irrelevant ones are dropped while gathering, so their readers need no relevance check. Readers
+#: of the other types check with ``_Context.keeps`` once their codes are known.
 _DECIDING_ELEMENT = {"Condition": "code", "Procedure": "code", "Observation": "code",
-                     "ServiceRequest": "code", "AllergyIntolerance": "code"}
+                     "ServiceRequest": "code", "AllergyIntolerance": "code", "Device": "type"}
 
 
 def _mentions_relevant(concept: dict, is_relevant: Callable[[str, str], bool]) -> bool:
@@ -332,15 +334,10 @@ class _Context:
 Reader = Callable[[dict, str, _Context], "Iterable[ClinicalFact]"]
 
 
-def _codes(concept: Any, context: _Context) -> tuple[Code, ...]:
-    """Usable codings of the resource's main CodeableConcept, ``()`` when none is relevant.
-
-    A wrong shape skips the resource (and counts it), relevant or not.
-    """
+def _codes(concept: Any) -> tuple[Code, ...]:
+    """Usable codings of the resource's main CodeableConcept; a wrong shape skips the resource."""
     if is_malformed_concept(concept):
         raise _Malformed
-    if context.is_relevant is not None and (concept is None or not _mentions_relevant(concept, context.is_relevant)):
-        return ()
     return codings_of(concept)
 
 
@@ -376,7 +373,7 @@ def _read_condition(resource: dict, source: str, context: _Context) -> Iterable[
     if verification in ("entered-in-error", "refuted") or clinical == "entered-in-error":
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         return ()
     when = (fhir_date(resource.get("onsetDateTime"))
@@ -396,7 +393,7 @@ def _read_procedure(resource: dict, source: str, context: _Context) -> Iterable[
     if status in ("not-done", "entered-in-error") or resource.get("notPerformed") is True:  # DSTU2 flag
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         return ()
     when = (fhir_date(resource.get("performedDateTime"))
@@ -413,7 +410,7 @@ def _read_medication(resource: dict, source: str, context: _Context) -> Iterable
     if status in ("entered-in-error", "not-done", "not-taken"):
         return ()
     concept = resource.get("medicationCodeableConcept")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         medication = context.resolve(resource.get("medicationReference"), "Medication")
         if medication is not None:
@@ -438,7 +435,7 @@ def _read_observation(resource: dict, source: str, context: _Context) -> Iterabl
     if status in ("entered-in-error", "cancelled"):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         return ()
     when = (fhir_date(resource.get("effectiveDateTime"))
@@ -473,7 +470,7 @@ def _read_device(resource: dict, source: str, context: _Context) -> Iterable[Cli
     if status in ("inactive", "entered-in-error"):
         return ()
     concept = resource.get("type")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         return ()
     return (ClinicalFact(
@@ -526,7 +523,7 @@ def _read_allergy(resource: dict, source: str, context: _Context) -> Iterable[Cl
             or legacy_status in _VOID_ALLERGY_STATUSES):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes and concept is None:
         concept = resource.get("substance")                   # DSTU2
         codes = codings_of(concept)
@@ -571,7 +568,7 @@ def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> I
     if status in ("entered-in-error", "cancelled"):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     category_codes = _codes_of_list(resource.get("category"))
     when = (fhir_date(resource.get("effectiveDateTime"))
             or period_date(resource.get("effectivePeriod"), prefer_end=False)
@@ -620,7 +617,7 @@ def _read_service_request(resource: dict, source: str, context: _Context) -> Ite
            for c in _codes_of_list(resource.get("category"))):
         return ()
     concept = resource.get("code")
-    codes = _codes(concept, context)
+    codes = _codes(concept)
     if not codes:
         return ()
     when = (fhir_date(resource.get("occurrenceDateTime"))

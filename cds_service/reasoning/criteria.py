@@ -386,9 +386,7 @@ class CriteriaEvaluator:
                         for fact in facts:
                             found[self._positions[id(fact)]] = fact
             if valueset.prefixes:
-                by_system: dict[str, tuple[str, ...]] = {}
-                for system, prefix in valueset.prefixes:
-                    by_system[system] = (*by_system.get(system, ()), prefix)
+                by_system = valueset.prefixes_by_system
                 for (system, code), facts in index.items():
                     prefixes = by_system.get(system)
                     if prefixes and code.startswith(prefixes):
