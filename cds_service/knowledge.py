@@ -128,6 +128,7 @@ class ValueSet:
     entries: tuple[CodeEntry, ...] = ()            # as authored, with sources (for docs and audits)
 
     def __post_init__(self) -> None:
+        # The prefixes grouped by system, for the criteria evaluator's look-ups (not a field).
         by_system: dict[str, tuple[str, ...]] = {}
         for system, prefix in self.prefixes:
             by_system[system] = (*by_system.get(system, ()), prefix)

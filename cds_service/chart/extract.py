@@ -315,7 +315,6 @@ class _Context:
             return bool(codes)
         return any(self.is_relevant(c.system, c.code) for c in codes)
 
-
     def resolve(self, reference: Any, resource_type: str) -> dict | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
         if not isinstance(reference, dict):
