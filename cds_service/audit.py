@@ -18,7 +18,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = [
     "CardRecord",
@@ -26,7 +26,6 @@ __all__ = [
     "patient_hash",
     "instance_name",
     "resolve_audit_key",
-    "card_records",
 ]
 
 
@@ -89,28 +88,3 @@ def resolve_audit_key(configured: str, store: Any) -> bytes:
     if configured:
         return configured.encode("utf-8")
     return store.audit_key()
-
-
-def card_records(cards: Iterable[Mapping[str, Any]]) -> tuple[CardRecord, ...]:
-    """:class:`CardRecord` for each card of a CDS Hooks response (cards without a uuid skipped).
-
-    Takes the JSON form (``response["cards"]``): ``uuid``, ``indicator``, ``summary`` and the
-    ``uuid`` of each suggestion.
-    """
-    records = []
-    for card in cards:
-        uuid = card.get("uuid")
-        if not uuid:
-            continue  # feedback needs a uuid; a card without one cannot be traced
-        suggestions = tuple(
-            s["uuid"] for s in card.get("suggestions") or () if isinstance(s, Mapping) and s.get("uuid")
-        )
-        records.append(
-            CardRecord(
-                uuid=str(uuid),
-                indicator=str(card.get("indicator", "")),
-                summary=str(card.get("summary", "")),
-                suggestion_uuids=suggestions,
-            )
-        )
-    return tuple(records)

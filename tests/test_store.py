@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.audit import CardRecord, DecisionRecord, card_records, instance_name, patient_hash, resolve_audit_key
+from cds_service.audit import CardRecord, DecisionRecord, instance_name, patient_hash, resolve_audit_key
 from cds_service.store import SCHEMA_VERSION, Store
 from tests.pg_harness import pg_schema_url
 
@@ -544,14 +544,6 @@ def test_instance_name_and_key_resolution(store):
     assert instance_name() == f"{__import__('socket').gethostname()}:{os.getpid()}"
     assert resolve_audit_key("configured-key", store) == b"configured-key"
     assert resolve_audit_key("", store) == store.audit_key()
-
-
-def test_card_records_from_response_json():
-    cards = [
-        {"uuid": "u1", "indicator": "warning", "summary": "s", "suggestions": [{"uuid": "g1"}, {"label": "x"}]},
-        {"indicator": "info", "summary": "no uuid"},
-    ]
-    assert card_records(cards) == (CardRecord("u1", "warning", "s", ("g1",)),)
 
 
 # --------------------------------------------------------------------------- the PostgreSQL harness
