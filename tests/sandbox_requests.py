@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from tests.fhir_builders import hook_request
+
 CPT = "http://www.ama-assn.org/go/cpt"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -33,31 +35,14 @@ def imaging_order(cpt: str | None, reasons=(), order_id: str = "example-request-
 
 def order_select(cpt: str | None, reasons=(), *, prefetch="all-null", fhir_server: str | None = None, patient="pat-onc-1") -> dict:
     """An order-select call. ``prefetch="all-null"`` says "no chart data" for every template key."""
-    body = {
-        "hookInstance": str(uuid.uuid4()),
-        "hook": "order-select",
-        "context": {
-            "patientId": patient,
-            "userId": "Practitioner/COREPRACTITIONER1",
-            "selections": ["ServiceRequest/example-request-id"],
-            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": imaging_order(cpt, reasons, patient=patient)}]},
-        },
-    }
-    if fhir_server:
-        body["fhirServer"] = fhir_server
+    body = hook_request(imaging_order(cpt, reasons, patient=patient), hook="order-select", patient_id=patient,
+                        fhir_server=fhir_server, hook_instance=str(uuid.uuid4()))
     return _with_prefetch(body, prefetch)
 
 
 def order_sign(orders: list[dict], *, prefetch="all-null", patient="pat-onc-1") -> dict:
-    body = {
-        "hookInstance": str(uuid.uuid4()),
-        "hook": "order-sign",
-        "context": {
-            "patientId": patient,
-            "userId": "Practitioner/COREPRACTITIONER1",
-            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": o} for o in orders]},
-        },
-    }
+    body = hook_request(*orders, hook="order-sign", patient_id=patient, hook_instance=str(uuid.uuid4()))
+    body["context"]["draftOrders"]["type"] = "collection"   # as the sandbox's order-sign sends it
     return _with_prefetch(body, prefetch)
 
 
