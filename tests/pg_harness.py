@@ -29,6 +29,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -179,6 +181,21 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         cluster.stop()
+
+
+@contextmanager
+def throwaway_schema(base_url: str, prefix: str = "t") -> Iterator[str]:
+    """A fresh schema on the server at ``base_url``, dropped afterwards; yields its database URL."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield pg_schema_url(base_url, schema)
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def pg_schema_url(base_url: str, schema: str) -> str:

@@ -12,15 +12,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
-import psycopg
 import pytest
 import requests
 
 from cds_service.store import Store
 from tests.conftest import free_port
-from tests.pg_harness import pg_schema_url
+from tests.pg_harness import throwaway_schema
 from tests.sandbox_requests import SELECT_ID, order_select
 
 BREAST_HISTORY = "415076002"
@@ -51,12 +49,8 @@ def _start_instance(database_url: str, tmp_path) -> tuple[subprocess.Popen, str]
 
 @pytest.fixture
 def shared_database(postgres_url):
-    schema = f"scaleout_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    yield pg_schema_url(postgres_url, schema)
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema(postgres_url, "scaleout") as url:
+        yield url
 
 
 def test_two_instances_share_decisions_and_feedback(shared_database, tmp_path):

@@ -22,7 +22,7 @@ import pytest
 
 from cds_service.audit import CardRecord, DecisionRecord, instance_name, patient_hash, resolve_audit_key
 from cds_service.store import SCHEMA_VERSION, Store
-from tests.pg_harness import pg_schema_url
+from tests.pg_harness import pg_schema_url, throwaway_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW_PATIENTS = ("patient-8f3a-SMITH", "Patient/4711-raw", "mrn-000123")
@@ -37,15 +37,8 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/audit/cds.sqlite3"
         return
-    import psycopg
-
-    base = request.getfixturevalue("postgres_url")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield pg_schema_url(base, schema)
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture
