@@ -262,8 +262,8 @@ class Knowledge:
         prefixes: dict[str, set[str]] = {}
         for valueset in self.valuesets.values():
             known.update(valueset.codes)
-            for system, prefix in valueset.prefixes:
-                prefixes.setdefault(system, set()).add(prefix)
+            for system, of_system in valueset.prefixes_by_system.items():
+                prefixes.setdefault(system, set()).update(of_system)
         object.__setattr__(self, "_known_codes", frozenset(known))
         object.__setattr__(self, "_known_prefixes", {s: tuple(sorted(p)) for s, p in prefixes.items()})
         # Answers by code as written: a chart repeats the same few codes, so most calls are one
