@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import replace
+
+from msgspec.structs import replace as struct_replace
 from datetime import date, timedelta
 
 import pytest
@@ -312,11 +314,11 @@ CRITERIA_CASES = [
     ("obs-cancelled", {"observation": "egfr"}, [observation("loinc", "98979-8", 20, status="cancelled")], False, []),
     # device / allergy / finding
     ("device-active", {"device": "cardiac-device"}, [PACEMAKER], True, ["Device/pm"]),
-    ("device-inactive", {"device": "cardiac-device"}, [replace(PACEMAKER, status="inactive")], False, []),
-    ("device-undated-ok", {"device": "cardiac-device"}, [replace(PACEMAKER, date=None)], True, ["Device/pm"]),
+    ("device-inactive", {"device": "cardiac-device"}, [struct_replace(PACEMAKER, status="inactive")], False, []),
+    ("device-undated-ok", {"device": "cardiac-device"}, [struct_replace(PACEMAKER, date=None)], True, ["Device/pm"]),
     ("allergy-active", {"allergy": "contrast-allergy"}, [CONTRAST_ALLERGY], True, ["AllergyIntolerance/ci"]),
-    ("allergy-resolved", {"allergy": "contrast-allergy"}, [replace(CONTRAST_ALLERGY, status="resolved")], False, []),
-    ("allergy-refuted", {"allergy": "contrast-allergy"}, [replace(CONTRAST_ALLERGY, verification="refuted")], False, []),
+    ("allergy-resolved", {"allergy": "contrast-allergy"}, [struct_replace(CONTRAST_ALLERGY, status="resolved")], False, []),
+    ("allergy-refuted", {"allergy": "contrast-allergy"}, [struct_replace(CONTRAST_ALLERGY, verification="refuted")], False, []),
     ("finding-within", {"finding": "hydronephrosis", "within_days": 180},
      [fact(FactKind.FINDING, "sct", "43064006", ago=20, source="DiagnosticReport/us")], True, ["DiagnosticReport/us"]),
     ("finding-too-old", {"finding": "hydronephrosis", "within_days": 180}, [fact(FactKind.FINDING, "sct", "43064006", ago=200)], False, []),

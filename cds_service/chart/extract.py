@@ -5,8 +5,10 @@ resources are void (entered-in-error, refuted, not-done...), which date is "the"
 resource, and which kind of fact it is. Whether a code is a cancer, a contrast allergy or an
 MR-unsafe device is decided by the knowledge base's value sets.
 
-Resources are read as plain dicts, never as typed models: typed parsing of a 300-resource Bundle
-costs ~70 ms, reading dicts ~1-2 ms (see bench/bench_chart.py).
+Resources are read as JSON, never as typed FHIR models (typed parsing of a 300-resource Bundle
+costs ~70 ms, reading the JSON about half a millisecond, see bench/bench_chart.py). Resources,
+Bundles and entries are ``decoding.FhirObject``s, which keep only the elements read here; plain
+dicts in the prefetch are converted to them as they are met (``decoding.as_fhir_objects``).
 
 What the prefetch may hold (per key)
 ------------------------------------
@@ -82,6 +84,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
+from .decoding import FhirObject, as_fhir_objects
 from .facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind, MarkerTrend
 from .fhirjson import (codings_of, coding_of, fhir_date, is_malformed_concept, number, period_date,
                        status_code, string, text_of)
@@ -165,8 +168,8 @@ class _Gathered:
 
     def __init__(self, is_relevant: Callable[[str, str], bool] | None) -> None:
         self.is_relevant = is_relevant
-        self.resources: list[tuple[str, str, dict]] = []   # (resourceType, source, resource)
-        self.index: dict[str, dict] = {}                   # "Device/x", "Medication/y" → resource
+        self.resources: list[tuple[str, str, FhirObject]] = []   # (resourceType, source, resource)
+        self.index: dict[str, FhirObject] = {}                   # "Device/x", "Medication/y" → resource
         self.missing: list[str] = []
         self.skipped = 0
         self.outcomes = 0
@@ -178,8 +181,10 @@ class _Gathered:
             self.missing.append(key)
 
     def _add_value(self, value: Any, depth: int) -> int:
-        if isinstance(value, dict):
-            resource_type = value.get("resourceType")
+        if isinstance(value, dict):  # plain JSON: fetched from the FHIR server, or a caller's dict
+            value = as_fhir_objects(value)
+        if isinstance(value, FhirObject):
+            resource_type = value.resourceType
             if resource_type == "Bundle":
                 return self._add_bundle(value, depth)
             if resource_type == "OperationOutcome":
@@ -197,8 +202,8 @@ class _Gathered:
             self.skipped += 1  # junk inside a container; a junk top-level value is just unusable
         return 0
 
-    def _add_bundle(self, bundle: dict, depth: int) -> int:
-        entries = bundle.get("entry")
+    def _add_bundle(self, bundle: FhirObject, depth: int) -> int:
+        entries = bundle.entry
         if entries is None:
             return _USABLE  # an empty searchset: "no such resources", which is data
         if not isinstance(entries, list):
@@ -206,14 +211,14 @@ class _Gathered:
             return 0
         flags = _USABLE
         for entry in entries:
-            if not isinstance(entry, dict):
+            if not isinstance(entry, FhirObject):
                 self.skipped += 1
                 continue
-            resource = entry.get("resource")
-            search = entry.get("search")
+            resource = entry.resource
+            search = entry.search
             is_outcome_entry = isinstance(search, dict) and search.get("mode") == "outcome"
-            if isinstance(resource, dict):
-                resource_type = resource.get("resourceType")
+            if isinstance(resource, FhirObject):
+                resource_type = resource.resourceType
             else:
                 resource_type = None
             if is_outcome_entry or resource_type == "OperationOutcome":
@@ -227,21 +232,21 @@ class _Gathered:
             if not isinstance(resource_type, str) or not resource_type or resource_type == "Bundle":
                 self.skipped += 1  # no resource, not an object, no resourceType, or nested too deep
                 continue
-            self._add_resource(resource, resource_type, entry.get("fullUrl"))
+            self._add_resource(resource, resource_type, entry.fullUrl)
         return flags
 
-    def _add_resource(self, resource: dict, resource_type: str, full_url: Any) -> None:
+    def _add_resource(self, resource: FhirObject, resource_type: str, full_url: Any) -> None:
         if self.is_relevant is not None:
             # Most of a chart is irrelevant: drop it here, before it costs a reader call. Only
             # types whose one coded element decides are dropped; a wrong shape goes on to the
             # reader, which counts it.
             element = _DECIDING_ELEMENT.get(resource_type)
             if element is not None:
-                concept = resource.get(element)
+                concept = getattr(resource, element)
                 if (isinstance(concept, dict) and isinstance(concept.get("coding"), list)
                         and not _mentions_relevant(concept, self.is_relevant)):
                     return
-        resource_id = resource.get("id")
+        resource_id = resource.id
         if isinstance(resource_id, str) and resource_id:
             source = f"{resource_type}/{resource_id}"
             identity: Any = source
@@ -280,9 +285,9 @@ def _mentions_relevant(concept: dict, is_relevant: Callable[[str, str], bool]) -
 
 def _is_error_outcome(outcome: Any) -> bool:
     """An OperationOutcome reporting an error; one without readable issues counts as an error."""
-    if not isinstance(outcome, dict):
+    if not isinstance(outcome, FhirObject):
         return False  # an outcome entry without a resource tells nothing
-    issues = outcome.get("issue")
+    issues = outcome.issue
     if not isinstance(issues, list) or not issues:
         return True
     readable = False
@@ -303,7 +308,7 @@ class _Context:
 
     __slots__ = ("index", "order_reference", "is_relevant")
 
-    def __init__(self, index: dict[str, dict], order_reference: str | None,
+    def __init__(self, index: dict[str, FhirObject], order_reference: str | None,
                  is_relevant: Callable[[str, str], bool] | None) -> None:
         self.index = index
         self.order_reference = order_reference
@@ -315,7 +320,7 @@ class _Context:
             return bool(codes)
         return any(self.is_relevant(c.system, c.code) for c in codes)
 
-    def resolve(self, reference: Any, resource_type: str) -> dict | None:
+    def resolve(self, reference: Any, resource_type: str) -> FhirObject | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
         if not isinstance(reference, dict):
             return None
@@ -330,7 +335,7 @@ class _Context:
         return self.index.get(f"{resource_type}/{parts[-1]}")
 
 
-Reader = Callable[[dict, str, _Context], "Iterable[ClinicalFact]"]
+Reader = Callable[[FhirObject, str, _Context], "Iterable[ClinicalFact]"]
 
 
 def _codes(concept: Any) -> tuple[Code, ...]:
@@ -352,8 +357,8 @@ def _codes_of_list(concepts: Any) -> tuple[Code, ...]:
     return tuple(found)
 
 
-def _profiles(resource: dict) -> tuple[str, ...]:
-    meta = resource.get("meta")
+def _profiles(resource: FhirObject) -> tuple[str, ...]:
+    meta = resource.meta
     if not isinstance(meta, dict):
         return ()
     profiles = meta.get("profile")
@@ -366,94 +371,94 @@ def _without_duplicates(codes: Iterable[Code]) -> tuple[Code, ...]:
     return tuple(dict.fromkeys(codes))
 
 
-def _read_condition(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    verification = status_code(resource.get("verificationStatus"))
-    clinical = status_code(resource.get("clinicalStatus"))
+def _read_condition(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    verification = status_code(resource.verificationStatus)
+    clinical = status_code(resource.clinicalStatus)
     if verification in ("entered-in-error", "refuted") or clinical == "entered-in-error":
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
     if not codes:
         return ()
-    when = (fhir_date(resource.get("onsetDateTime"))
-            or period_date(resource.get("onsetPeriod"), prefer_end=False)
-            or fhir_date(resource.get("recordedDate"))
-            or fhir_date(resource.get("dateRecorded"))      # DSTU2
-            or fhir_date(resource.get("assertedDate")))     # STU3
+    when = (fhir_date(resource.onsetDateTime)
+            or period_date(resource.onsetPeriod, prefer_end=False)
+            or fhir_date(resource.recordedDate)
+            or fhir_date(resource.dateRecorded)      # DSTU2
+            or fhir_date(resource.assertedDate))     # STU3
     return (ClinicalFact(
         kind=FactKind.CONDITION, codes=codes, source=source, date=when, text=text_of(concept),
         status=clinical, verification=verification,
-        body_site_codes=_codes_of_list(resource.get("bodySite")), profiles=_profiles(resource),
+        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
     ),)
 
 
-def _read_procedure(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
-    if status in ("not-done", "entered-in-error") or resource.get("notPerformed") is True:  # DSTU2 flag
+def _read_procedure(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
+    if status in ("not-done", "entered-in-error") or resource.notPerformed is True:  # DSTU2 flag
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
     if not codes:
         return ()
-    when = (fhir_date(resource.get("performedDateTime"))
-            or period_date(resource.get("performedPeriod"), prefer_end=True))
+    when = (fhir_date(resource.performedDateTime)
+            or period_date(resource.performedPeriod, prefer_end=True))
     return (ClinicalFact(
         kind=FactKind.PROCEDURE, codes=codes, source=source, date=when, text=text_of(concept),
-        status=status, body_site_codes=_codes_of_list(resource.get("bodySite")),
+        status=status, body_site_codes=_codes_of_list(resource.bodySite),
         profiles=_profiles(resource),
     ),)
 
 
-def _read_medication(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_medication(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status in ("entered-in-error", "not-done", "not-taken"):
         return ()
-    concept = resource.get("medicationCodeableConcept")
+    concept = resource.medicationCodeableConcept
     codes = _codes(concept)
     if not codes:
-        medication = context.resolve(resource.get("medicationReference"), "Medication")
+        medication = context.resolve(resource.medicationReference, "Medication")
         if medication is not None:
-            concept = medication.get("code")
+            concept = medication.code
             codes = codings_of(concept)
     if not context.keeps(codes):
         return ()
-    if resource.get("resourceType") == "MedicationRequest":
-        when = fhir_date(resource.get("authoredOn"))
+    if resource.resourceType == "MedicationRequest":
+        when = fhir_date(resource.authoredOn)
     else:
-        when = (fhir_date(resource.get("effectiveDateTime"))
-                or period_date(resource.get("effectivePeriod"), prefer_end=True)
-                or fhir_date(resource.get("dateAsserted")))
+        when = (fhir_date(resource.effectiveDateTime)
+                or period_date(resource.effectivePeriod, prefer_end=True)
+                or fhir_date(resource.dateAsserted))
     return (ClinicalFact(
         kind=FactKind.MEDICATION, codes=codes, source=source, date=when, text=text_of(concept),
         status=status, profiles=_profiles(resource),
     ),)
 
 
-def _read_observation(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_observation(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status in ("entered-in-error", "cancelled"):
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
     if not codes:
         return ()
-    when = (fhir_date(resource.get("effectiveDateTime"))
-            or fhir_date(resource.get("effectiveInstant"))
-            or period_date(resource.get("effectivePeriod"), prefer_end=False)
-            or fhir_date(resource.get("issued")))
+    when = (fhir_date(resource.effectiveDateTime)
+            or fhir_date(resource.effectiveInstant)
+            or period_date(resource.effectivePeriod, prefer_end=False)
+            or fhir_date(resource.issued))
     value = unit = None
-    quantity = resource.get("valueQuantity")
+    quantity = resource.valueQuantity
     if isinstance(quantity, dict):
         value = number(quantity.get("value"))
         unit = string(quantity.get("unit")) or string(quantity.get("code"))
-    elif "valueInteger" in resource:
-        value = number(resource.get("valueInteger"))
+    elif resource.valueInteger is not None:
+        value = number(resource.valueInteger)
     return (ClinicalFact(
         kind=FactKind.OBSERVATION, codes=codes, source=source, date=when, text=text_of(concept),
         status=status, value=value, unit=unit,
-        value_codes=codings_of(resource.get("valueCodeableConcept")),
-        reference_high=_reference_high(resource.get("referenceRange")),
-        body_site_codes=_codes_of_list(resource.get("bodySite")), profiles=_profiles(resource),
+        value_codes=codings_of(resource.valueCodeableConcept),
+        reference_high=_reference_high(resource.referenceRange),
+        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
     ),)
 
 
@@ -464,11 +469,11 @@ def _reference_high(ranges: Any) -> float | None:
     return number(high.get("value")) if isinstance(high, dict) else None
 
 
-def _read_device(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_device(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status in ("inactive", "entered-in-error"):
         return ()
-    concept = resource.get("type")
+    concept = resource.type
     codes = _codes(concept)
     if not codes:
         return ()
@@ -478,18 +483,18 @@ def _read_device(resource: dict, source: str, context: _Context) -> Iterable[Cli
     ),)
 
 
-def _device_name(device: dict) -> str | None:
-    names = device.get("deviceName")
+def _device_name(device: FhirObject) -> str | None:
+    names = device.deviceName
     if isinstance(names, list) and names and isinstance(names[0], dict):
         return string(names[0].get("name"))
     return None
 
 
-def _read_device_use(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_device_use(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status == "entered-in-error":
         return ()
-    device = resource.get("device")
+    device = resource.device
     if not isinstance(device, dict):
         return ()  # R4 requires it; without it there is nothing to say
     concept = device.get("concept")                           # R5 CodeableReference
@@ -497,54 +502,54 @@ def _read_device_use(resource: dict, source: str, context: _Context) -> Iterable
     if not codes:
         target = context.resolve(device, "Device")           # R4 Reference to a prefetched Device
         if target is not None:
-            concept = target.get("type")
+            concept = target.type
             codes = codings_of(concept)
     if not context.keeps(codes):
         return ()
-    when = (fhir_date(resource.get("timingDateTime"))
-            or period_date(resource.get("timingPeriod"), prefer_end=False)
-            or fhir_date(resource.get("recordedOn")))
+    when = (fhir_date(resource.timingDateTime)
+            or period_date(resource.timingPeriod, prefer_end=False)
+            or fhir_date(resource.recordedOn))
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, date=when,
         text=text_of(concept) or string(device.get("display")), status=status,
-        body_site_codes=_codes_of_list(resource.get("bodySite")), profiles=_profiles(resource),
+        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
     ),)
 
 
 _VOID_ALLERGY_STATUSES = frozenset({"resolved", "inactive", "refuted", "entered-in-error"})
 
 
-def _read_allergy(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    clinical = status_code(resource.get("clinicalStatus"))
-    verification = status_code(resource.get("verificationStatus"))
-    legacy_status = string(resource.get("status"))            # DSTU2 mixes both into "status"
+def _read_allergy(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    clinical = status_code(resource.clinicalStatus)
+    verification = status_code(resource.verificationStatus)
+    legacy_status = string(resource.status)            # DSTU2 mixes both into "status"
     if (clinical in _VOID_ALLERGY_STATUSES or verification in _VOID_ALLERGY_STATUSES
             or legacy_status in _VOID_ALLERGY_STATUSES):
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
     if not codes and concept is None:
-        concept = resource.get("substance")                   # DSTU2
+        concept = resource.substance                   # DSTU2
         codes = codings_of(concept)
     if not context.keeps(codes):
         return ()
-    when = fhir_date(resource.get("onsetDateTime")) or fhir_date(resource.get("recordedDate"))
+    when = fhir_date(resource.onsetDateTime) or fhir_date(resource.recordedDate)
     return (ClinicalFact(
         kind=FactKind.ALLERGY, codes=codes, source=source, date=when, text=text_of(concept),
         status=clinical or legacy_status, verification=verification, profiles=_profiles(resource),
     ),)
 
 
-def _read_imaging_study(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_imaging_study(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status in ("entered-in-error", "cancelled"):
         return ()
-    procedure_codes = resource.get("procedureCode")
+    procedure_codes = resource.procedureCode
     codes: list[Code] = list(_codes_of_list(procedure_codes))
-    modalities = resource.get("modality")
+    modalities = resource.modality
     if isinstance(modalities, list):
         codes.extend(c for c in map(coding_of, modalities) if c is not None)
-    series = resource.get("series")
+    series = resource.series
     if isinstance(series, list):
         for one in series:
             if isinstance(one, dict):
@@ -553,25 +558,25 @@ def _read_imaging_study(resource: dict, source: str, context: _Context) -> Itera
                     codes.append(modality)
     if not context.keeps(codes):
         return ()
-    text = string(resource.get("description"))
+    text = string(resource.description)
     if text is None and isinstance(procedure_codes, list) and procedure_codes:
         text = text_of(procedure_codes[0])
     return (ClinicalFact(
         kind=FactKind.IMAGING, codes=_without_duplicates(codes), source=source,
-        date=fhir_date(resource.get("started")), text=text, status=status, profiles=_profiles(resource),
+        date=fhir_date(resource.started), text=text, status=status, profiles=_profiles(resource),
     ),)
 
 
-def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.get("status"))
+def _read_diagnostic_report(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
     if status in ("entered-in-error", "cancelled"):
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
-    category_codes = _codes_of_list(resource.get("category"))
-    when = (fhir_date(resource.get("effectiveDateTime"))
-            or period_date(resource.get("effectivePeriod"), prefer_end=False)
-            or fhir_date(resource.get("issued")))
+    category_codes = _codes_of_list(resource.category)
+    when = (fhir_date(resource.effectiveDateTime)
+            or period_date(resource.effectivePeriod, prefer_end=False)
+            or fhir_date(resource.issued))
     profiles = _profiles(resource)
     facts: list[ClinicalFact] = []
     if context.keeps(codes + category_codes) and _is_imaging_report(category_codes):
@@ -579,7 +584,7 @@ def _read_diagnostic_report(resource: dict, source: str, context: _Context) -> I
             kind=FactKind.IMAGING, codes=_without_duplicates(codes + category_codes), source=source,
             date=when, text=text_of(concept), status=status, profiles=profiles,
         ))
-    conclusions = resource.get("conclusionCode")
+    conclusions = resource.conclusionCode
     if isinstance(conclusions, list):
         for conclusion in conclusions:
             conclusion_codes = codings_of(conclusion)
@@ -607,24 +612,24 @@ def _is_imaging_report(category_codes: tuple[Code, ...]) -> bool:
     return not clearly_not_imaging
 
 
-def _read_service_request(resource: dict, source: str, context: _Context) -> Iterable[ClinicalFact]:
+def _read_service_request(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
     # Only a *completed* request is a prior study; drafts and active orders are not facts, and the
     # order being rated never counts as its own prior imaging.
-    if resource.get("status") != "completed" or source == context.order_reference:
+    if resource.status != "completed" or source == context.order_reference:
         return ()
     if any(c.system == SNOMED and c.code == _SNOMED_LABORATORY_PROCEDURE
-           for c in _codes_of_list(resource.get("category"))):
+           for c in _codes_of_list(resource.category)):
         return ()
-    concept = resource.get("code")
+    concept = resource.code
     codes = _codes(concept)
     if not codes:
         return ()
-    when = (fhir_date(resource.get("occurrenceDateTime"))
-            or period_date(resource.get("occurrencePeriod"), prefer_end=False)
-            or fhir_date(resource.get("authoredOn")))
+    when = (fhir_date(resource.occurrenceDateTime)
+            or period_date(resource.occurrencePeriod, prefer_end=False)
+            or fhir_date(resource.authoredOn))
     return (ClinicalFact(
         kind=FactKind.IMAGING, codes=codes, source=source, date=when, text=text_of(concept),
-        status="completed", body_site_codes=_codes_of_list(resource.get("bodySite")),
+        status="completed", body_site_codes=_codes_of_list(resource.bodySite),
         profiles=_profiles(resource),
     ),)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
 
+import msgspec
+
 
 class FactKind(str, Enum):
     CONDITION = "condition"          # Condition (problem list, encounter diagnosis, history codes)
@@ -25,15 +27,16 @@ class FactKind(str, Enum):
     FINDING = "finding"              # coded conclusions of a DiagnosticReport (conclusionCode)
 
 
-@dataclass(frozen=True)
-class Code:
+# Code and ClinicalFact are the two values a request creates by the hundred: msgspec structs are
+# made about ten times faster than frozen dataclasses, and gc=False keeps them out of the cycle
+# collector's scans (they hold strings, dates and tuples of each other only, never a cycle).
+class Code(msgspec.Struct, frozen=True, gc=False):
     system: str
     code: str
     display: str | None = None
 
 
-@dataclass(frozen=True)
-class ClinicalFact:
+class ClinicalFact(msgspec.Struct, frozen=True, gc=False):
     """One coded statement from the chart.
 
     ``date`` is the clinically relevant date: onset (else recorded) for conditions, end of

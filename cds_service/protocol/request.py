@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
+import msgspec
+import orjson
+
+from ..chart.decoding import AnyJsonValue, FhirObject
 from ..errors import InvalidRequest
 from .schemas import problems, validator
 from .services import ORDER_SELECT, REQUIRED_CONTEXT, ServiceDefinition
@@ -37,11 +41,42 @@ class HookRequest:
         return None
 
 
+class _HookBody(msgspec.Struct):
+    """The request members the service uses; any other member is skipped while parsing."""
+
+    hook: Any = msgspec.UNSET
+    hookInstance: Any = msgspec.UNSET
+    fhirServer: Any = msgspec.UNSET
+    fhirAuthorization: Any = msgspec.UNSET
+    context: Any = msgspec.UNSET
+    prefetch: Union[dict[str, AnyJsonValue], list, str, int, float, bool, None] = msgspec.UNSET
+
+
+_HOOK_BODY = msgspec.json.Decoder(_HookBody)
+
+
+def decode_hook_body(raw: bytes) -> Any:
+    """A hook call's JSON body as a dict whose prefetch resources are ``chart.decoding.FhirObject``s.
+
+    Only the elements the chart reads are decoded (see ``chart/decoding.py``); a body that does
+    not fit (not an object, or not JSON at all) is decoded by ``orjson.loads`` instead, which
+    raises ``orjson.JSONDecodeError`` for JSON that does not parse, so the caller's error message
+    and every check downstream stay the same.
+    """
+    try:
+        body = _HOOK_BODY.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # msgspec nests on the C stack; orjson stops at 1024
+        return orjson.loads(raw)
+    return {name: value for name in _HookBody.__struct_fields__
+            if (value := getattr(body, name)) is not msgspec.UNSET}
+
+
 def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     """Check ``body`` against the request schema and the called service; raise ``InvalidRequest``."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
-    found = [] if conforms_to_request_schema(body) else problems("request", body)
+    # The schema check needs plain JSON: decoded FhirObjects go back to dicts (errors only).
+    found = [] if conforms_to_request_schema(body) else problems("request", msgspec.to_builtins(body))
     hook = body.get("hook")
     if isinstance(hook, str) and hook != service.hook:
         found.insert(0, f"hook: service {service.id!r} answers {service.hook!r}, not {hook!r}")
@@ -122,6 +157,6 @@ def conforms_to_request_schema(body: Mapping[str, Any]) -> bool:
         if prefetch is not None:
             if not isinstance(prefetch, dict):
                 return False
-            if not all(value is None or isinstance(value, (dict, list)) for value in prefetch.values()):
+            if not all(value is None or isinstance(value, (dict, FhirObject, list)) for value in prefetch.values()):
                 return False
     return True
