@@ -18,19 +18,29 @@ def new_uuid() -> str:
 
 def to_json(value: Any) -> Any:
     """Dataclasses → dicts with camelCase keys, without ``None``/empty values."""
-    if is_dataclass(value):
-        out = {}
-        for f in fields(value):
-            item = to_json(getattr(value, f.name))
-            if item is None or item == [] or item == {} or item == "":
-                continue
-            out[f.metadata.get("json", f.name)] = item
-        return out
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items() if v is not None}
-    return value
+    if isinstance(value, _SCALARS):
+        return value
+    names = _JSON_NAMES.get(type(value))
+    if names is None:
+        if isinstance(value, (list, tuple)):
+            return [to_json(v) for v in value]
+        if isinstance(value, dict):
+            return {k: to_json(v) for k, v in value.items() if v is not None}
+        if not is_dataclass(value) or isinstance(value, type):
+            return value
+        names = _JSON_NAMES[type(value)] = tuple((f.name, f.metadata.get("json", f.name)) for f in fields(value))
+    out = {}
+    for name, json_name in names:
+        item = to_json(getattr(value, name))
+        if item is None or item == [] or item == {} or item == "":
+            continue
+        out[json_name] = item
+    return out
+
+
+_SCALARS = (str, int, float, bool, type(None))
+#: Dataclass type → its (attribute, JSON member) names; a response builds ~100 objects.
+_JSON_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,13 @@ def _format_value(value: float | None, unit: str | None) -> str:
     return f"{text} {unit}" if unit else text
 
 
+#: Criterion object id → (criterion, its operator); bounded because tests make criteria by the
+#: thousand, while a knowledge base has a few hundred.
+_OPERATORS: dict[int, tuple[Criterion, str]] = {}
+_MAX_REMEMBERED_OPERATORS = 4096
+_NO_FACTS: dict = {}
+
+
 class CriteriaEvaluator:
     """Evaluates criteria over the facts of one request; create one per request, never share.
 
@@ -172,6 +179,17 @@ class CriteriaEvaluator:
 
     @staticmethod
     def _operator(criterion: Criterion) -> str:
+        # The knowledge's criteria are checked once per process, not once per request.
+        known = _OPERATORS.get(id(criterion))
+        if known is not None and known[0] is criterion:
+            return known[1]
+        operator = CriteriaEvaluator._check_operator(criterion)
+        if len(_OPERATORS) < _MAX_REMEMBERED_OPERATORS:
+            _OPERATORS[id(criterion)] = (criterion, operator)  # holds the criterion: its id stays unique
+        return operator
+
+    @staticmethod
+    def _check_operator(criterion: Criterion) -> str:
         if not isinstance(criterion, dict) and not hasattr(criterion, "keys"):
             raise ValueError(f"criterion must be an object, got {type(criterion).__name__}")
         operators = [key for key in criterion if key in OPERATOR_OPTIONS]
@@ -374,8 +392,9 @@ class CriteriaEvaluator:
         if cached is not None:
             return cached
         found: dict[int, ClinicalFact] = {}
+        self._build_indexes()
         for kind in kinds:
-            index = self._index(kind)
+            index = self._code_index.get(kind, _NO_FACTS)
             if len(valueset.codes) < len(index):
                 for code in valueset.codes:
                     for fact in index.get(code, ()):
@@ -400,11 +419,6 @@ class CriteriaEvaluator:
         """Non-void facts of ``kind``, in chart order."""
         self._build_indexes()
         return self._by_kind.get(kind, ())
-
-    def _index(self, kind: FactKind) -> dict[tuple[str, str], list[ClinicalFact]]:
-        """Normalised ``(system, code)`` → non-void facts of ``kind``."""
-        self._build_indexes()
-        return self._code_index.get(kind, {})
 
     def _build_indexes(self) -> None:
         """One pass over the chart on first use: facts by kind, and by code within each kind.
