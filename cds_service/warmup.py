@@ -11,6 +11,8 @@ import dataclasses
 import logging
 import time
 
+import orjson
+
 log = logging.getLogger("cds_service.warmup")
 
 WARM_UP_PATIENT = "warm-up-patient"
@@ -85,11 +87,14 @@ def warm_up(app) -> None:
         for path in ("/health", "/ready"):
             client.get(path)
         try:
+            from .protocol.request import decode_hook_body
             from .protocol.services import SERVICES
 
             decisions = dataclasses.replace(cds.decisions, store=_DiscardingStore())
             for service in SERVICES:
-                decisions.decide(service, _complete_prefetch(warm_up_request(service.hook), service.prefetch))
+                # Through the HTTP layer's decoder, whose types are resolved on first use.
+                body = _complete_prefetch(warm_up_request(service.hook), service.prefetch)
+                decisions.decide(service, decode_hook_body(orjson.dumps(body)))
         except Exception as error:  # a warm-up failure must not stop the service; it is reported
             log.warning("warm-up incomplete", extra={"error": type(error).__name__})
         else:

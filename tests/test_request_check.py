@@ -12,10 +12,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from cds_service.errors import InvalidRequest
-from cds_service.protocol.request import conforms_to_request_schema, parse_hook_request
+from cds_service.protocol.request import conforms_to_request_schema, decode_hook_body, parse_hook_request
 from cds_service.protocol.schemas import validator
 from cds_service.protocol.services import SERVICES_BY_ID
 from tests.sandbox_requests import SELECT_ID, imaging_order, order_select, order_sign
@@ -74,6 +75,14 @@ def test_check_and_schema_agree_on_every_variant():
     # The set is a real test of both sides: plenty of each verdict.
     valid = sum(schema.is_valid(v) for v in variants)
     assert 200 < valid < len(variants) - 200, (valid, len(variants))
+
+
+def test_check_and_schema_agree_on_every_variant_as_the_http_layer_decodes_it():
+    """Over HTTP the prefetch arrives as FhirObjects (decode_hook_body), not dicts."""
+    schema = validator("request")
+    disagreements = [v for v in all_variants()
+                     if conforms_to_request_schema(decode_hook_body(orjson.dumps(v))) != schema.is_valid(v)]
+    assert not disagreements, disagreements[:3]
 
 
 @pytest.mark.parametrize("path, value", [(("hookInstance",), "not-a-uuid"), (("context", "selections"), []),
