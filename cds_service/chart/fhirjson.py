@@ -103,14 +103,7 @@ def text_of(concept: Any) -> str | None:
     text = concept.get("text")
     if isinstance(text, str) and text.strip():
         return text.strip()
-    codings = concept.get("coding")
-    if isinstance(codings, list):
-        for coding in codings:
-            if isinstance(coding, dict):
-                display = coding.get("display")
-                if isinstance(display, str) and display.strip():
-                    return display.strip()
-    return None
+    return _first_in_codings(concept, "display")
 
 
 def status_code(value: Any) -> str | None:
@@ -118,13 +111,19 @@ def status_code(value: Any) -> str | None:
     if isinstance(value, str):
         return value.strip() or None
     if isinstance(value, dict):
-        codings = value.get("coding")
-        if isinstance(codings, list):
-            for coding in codings:
-                if isinstance(coding, dict):
-                    code = coding.get("code")
-                    if isinstance(code, str) and code.strip():
-                        return code.strip()
+        return _first_in_codings(value, "code")
+    return None
+
+
+def _first_in_codings(concept: dict, member: str) -> str | None:
+    """The first non-blank ``member`` ("code", "display") among a CodeableConcept's codings."""
+    codings = concept.get("coding")
+    if isinstance(codings, list):
+        for coding in codings:
+            if isinstance(coding, dict):
+                found = coding.get(member)
+                if isinstance(found, str) and found.strip():
+                    return found.strip()
     return None
 
 
