@@ -129,12 +129,16 @@ def _read_body(limit: int) -> bytes:
     before anything is read; a chunked body that runs over is caught by the one bounded read.
     """
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        raise _too_large(limit)
     # Bounded by Content-Length (or by the server, for chunked bodies): never waits for more.
     raw = get_input_stream(request.environ, max_content_length=None).read(limit + 1)
     if len(raw) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        raise _too_large(limit)
     return raw
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds {limit} bytes")
 
 
 @bp.after_app_request
@@ -169,7 +173,7 @@ def _cds_error(error: CdsError):
 @bp.app_errorhandler(HTTPException)
 def _http_error(error: HTTPException):
     if isinstance(error, RequestEntityTooLarge):
-        return _cds_error(PayloadTooLarge(f"request body exceeds {current_app.config['MAX_CONTENT_LENGTH']} bytes"))
+        return _cds_error(_too_large(current_app.config["MAX_CONTENT_LENGTH"]))
     return json_response({"error": error.name.lower().replace(" ", "-"), "message": error.description}, error.code or 500)
 
 
