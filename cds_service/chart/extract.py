@@ -451,8 +451,8 @@ def _read_observation(resource: FhirObject, source: str, context: _Context) -> I
     if isinstance(quantity, dict):
         value = number(quantity.get("value"))
         unit = string(quantity.get("unit")) or string(quantity.get("code"))
-    elif resource.valueInteger is not None:
-        value = number(resource.valueInteger)
+    else:
+        value = number(resource.valueInteger)             # None when absent
     return (ClinicalFact(
         kind=FactKind.OBSERVATION, codes=codes, source=source, date=when, text=text_of(concept),
         status=status, value=value, unit=unit,
