@@ -11,7 +11,9 @@ all happens once in the master, before the workers are forked, so:
 * no database connection is inherited by the workers (each opens its own);
 * ``gc.freeze()`` moves everything built so far into a permanent generation that the collector no
   longer scans, so workers neither spend time on it (tail latency) nor touch its pages (which would
-  un-share the copy-on-write memory).
+  un-share the copy-on-write memory);
+* cyclic garbage collection is moved out of requests: it runs after each response has been sent
+  (:mod:`cds_service.garbage`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 
 from .app import create_app
 from .config import PRODUCTION, Settings
+from .garbage import collect_between_requests
 
 log = logging.getLogger("cds_service.wsgi")
 
@@ -48,3 +51,5 @@ release_connections_before_fork(app.extensions["cds"].store)
 # Everything allocated so far lives as long as the process: take it out of the collector's scans.
 gc.collect()
 gc.freeze()
+# And collect what requests leave behind after their answers are sent, not while the EHR waits.
+app.wsgi_app = collect_between_requests(app.wsgi_app)  # type: ignore[method-assign]
