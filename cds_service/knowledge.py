@@ -256,19 +256,24 @@ class Knowledge:
     code_index: Mapping[tuple[str, str], tuple[Procedure, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Every code a criterion could ever match: value-set members and prefixes, and catalogue
-        # codes (prior imaging is matched against the catalogue). Built once; see knows_code.
-        known = set(self.code_index)
-        prefixes: dict[str, set[str]] = {}
+        # Value sets by member code, and those with prefixes by system: each distinct code of a
+        # chart is looked up once (see valuesets_with) instead of every value set scanning the
+        # chart. Built once; the answers are remembered by code as written, because a chart
+        # repeats the same few codes (bounded: the codes come from requests).
+        by_code: dict[tuple[str, str], list[str]] = {}
+        with_prefixes: dict[str, list[ValueSet]] = {}
         for valueset in self.valuesets.values():
-            known.update(valueset.codes)
-            for system, of_system in valueset.prefixes_by_system.items():
-                prefixes.setdefault(system, set()).update(of_system)
-        object.__setattr__(self, "_known_codes", frozenset(known))
-        object.__setattr__(self, "_known_prefixes", {s: tuple(sorted(p)) for s, p in prefixes.items()})
-        # Answers by code as written: a chart repeats the same few codes, so most calls are one
-        # dict look-up. Bounded, because the codes come from requests.
-        object.__setattr__(self, "_known_answers", {})
+            for key in valueset.codes:
+                by_code.setdefault(key, []).append(valueset.id)
+            for system in valueset.prefixes_by_system:
+                with_prefixes.setdefault(system, []).append(valueset)
+        object.__setattr__(self, "_valuesets_by_code", {key: tuple(ids) for key, ids in by_code.items()})
+        object.__setattr__(self, "_valuesets_with_prefixes", {s: tuple(v) for s, v in with_prefixes.items()})
+        object.__setattr__(self, "_code_answers", {})
+
+    def valuesets_with(self, system: str, code: str) -> tuple[str, ...]:
+        """Ids of the value sets that contain this code (as members or under a prefix)."""
+        return self._answer(system, code)[0]
 
     def knows_code(self, system: str, code: str) -> bool:
         """Whether any value set or catalogue entry names this code.
@@ -276,15 +281,22 @@ class Knowledge:
         A chart fact none of whose codes is known can never satisfy a criterion, so the chart
         reader may drop it (most of a real chart's labs and problems are such facts).
         """
-        answers = self._known_answers
-        known = answers.get((system, code))
-        if known is None:
+        return self._answer(system, code)[1]
+
+    def _answer(self, system: str, code: str) -> tuple[tuple[str, ...], bool]:
+        answers = self._code_answers
+        answer = answers.get((system, code))
+        if answer is None:
             key = normalise_code(system, code)
-            prefixes = self._known_prefixes.get(key[0])
-            known = key in self._known_codes or (prefixes is not None and key[1].startswith(prefixes))
+            ids = self._valuesets_by_code.get(key, ())
+            for valueset in self._valuesets_with_prefixes.get(key[0], ()):
+                if key[1].startswith(valueset.prefixes_by_system[key[0]]) and valueset.id not in ids:
+                    ids = (*ids, valueset.id)
+            # Catalogue codes count too: prior imaging is matched against the catalogue.
+            answer = (ids, bool(ids) or key in self.code_index)
             if len(answers) < _MAX_REMEMBERED_CODES:
-                answers[(system, code)] = known
-        return known
+                answers[(system, code)] = answer
+        return answer
 
     def procedures_for(self, codes: tuple[Code, ...]) -> tuple[Procedure, ...]:
         """Catalogue entries matching any of the order's codes, without duplicates, in code order."""

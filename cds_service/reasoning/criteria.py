@@ -6,10 +6,10 @@ operator's options. :func:`evaluate` answers whether it holds and which chart fa
 
 Speed matters because every scenario, rating, preference, contraindication and recommendation of
 the knowledge base is a criterion, evaluated per order. :class:`CriteriaEvaluator` therefore
-indexes the request's facts once per kind by normalised ``(system, code)`` (lazily, only for the
-kinds a criterion asks about) and memoises value-set matches and sub-criteria, so a value set is
-matched against the chart once per request however many scenarios use it. The evaluator belongs
-to one request: nothing is kept between requests, and nothing here does I/O or logs.
+indexes the request's facts once, by kind and by the value sets their codes belong to, and
+memoises sub-criteria, so matching a value set against the chart is one look-up however many
+scenarios use it. The evaluator belongs to one request: nothing is kept between requests, and
+nothing here does I/O or logs.
 
 The loader validates the knowledge (operators, options, value-set and definition references), so
 an unknown operator or reference here is a programming error and raises :class:`ValueError`.
@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from typing import Callable, Iterable
 
 from ..chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
-from ..knowledge import Criterion, Knowledge, ValueSet, normalise_code
+from ..knowledge import Criterion, Knowledge, ValueSet
 from .assessment import Evidence
 
 __all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
@@ -122,13 +122,12 @@ def _format_value(value: float | None, unit: str | None) -> str:
 #: thousand, while a knowledge base has a few hundred.
 _OPERATORS: dict[int, tuple[Criterion, str]] = {}
 _MAX_REMEMBERED_OPERATORS = 4096
-_NO_FACTS: dict = {}
 
 
 class CriteriaEvaluator:
     """Evaluates criteria over the facts of one request; create one per request, never share.
 
-    Caches (facts indexed by kind and code, value-set matches, results of sub-criteria) live on
+    Caches (facts indexed by kind and by value set, results of sub-criteria) live on
     the instance and die with it, so two requests can never see each other's patient.
     """
 
@@ -138,8 +137,7 @@ class CriteriaEvaluator:
         self.today: date = _day(facts.today)  # type: ignore[assignment]
         self._positions: dict[int, int] = {}
         self._by_kind: dict[FactKind, tuple[ClinicalFact, ...]] | None = None
-        self._code_index: dict[FactKind, dict[tuple[str, str], list[ClinicalFact]]] = {}
-        self._matches: dict[tuple[str, tuple[FactKind, ...]], tuple[ClinicalFact, ...]] = {}
+        self._by_valueset: dict[tuple[str, FactKind], tuple[ClinicalFact, ...]] = {}
         self._results: dict[int, tuple[Criterion, CriterionResult]] = {}
         self._resolving: list[str] = []
         self._handlers: dict[str, Callable[[Criterion], CriterionResult]] = {
@@ -386,34 +384,14 @@ class CriteriaEvaluator:
         return self.knowledge.procedures_for(fact.codes)
 
     def matching_facts(self, valueset: ValueSet, kinds: tuple[FactKind, ...]) -> tuple[ClinicalFact, ...]:
-        """Non-void facts of ``kinds`` with a code in ``valueset``, in chart order (memoised)."""
-        key = (valueset.id, kinds)
-        cached = self._matches.get(key)
-        if cached is not None:
-            return cached
-        found: dict[int, ClinicalFact] = {}
+        """Non-void facts of ``kinds`` with a code in ``valueset``, in chart order."""
         self._build_indexes()
-        for kind in kinds:
-            index = self._code_index.get(kind, _NO_FACTS)
-            if len(valueset.codes) < len(index):
-                for code in valueset.codes:
-                    for fact in index.get(code, ()):
-                        found[self._positions[id(fact)]] = fact
-            else:
-                for code, facts in index.items():
-                    if code in valueset.codes:
-                        for fact in facts:
-                            found[self._positions[id(fact)]] = fact
-            if valueset.prefixes:
-                by_system = valueset.prefixes_by_system
-                for (system, code), facts in index.items():
-                    prefixes = by_system.get(system)
-                    if prefixes and code.startswith(prefixes):
-                        for fact in facts:
-                            found[self._positions[id(fact)]] = fact
-        result = tuple(found[position] for position in sorted(found))
-        self._matches[key] = result
-        return result
+        if len(kinds) == 1:
+            return self._by_valueset.get((valueset.id, kinds[0]), ())
+        found = [fact for kind in kinds for fact in self._by_valueset.get((valueset.id, kind), ())]
+        positions = self._positions
+        found.sort(key=lambda fact: positions[id(fact)])
+        return tuple(found)
 
     def _facts_of_kind(self, kind: FactKind) -> tuple[ClinicalFact, ...]:
         """Non-void facts of ``kind``, in chart order."""
@@ -421,17 +399,18 @@ class CriteriaEvaluator:
         return self._by_kind.get(kind, ())
 
     def _build_indexes(self) -> None:
-        """One pass over the chart on first use: facts by kind, and by code within each kind.
+        """One pass over the chart on first use: facts by kind, and by value set within each kind.
 
-        Codes are grouped as written first and normalised once per distinct code (a chart repeats
-        the same few lab codes hundreds of times).
+        Each code is asked once which value sets contain it (``Knowledge.valuesets_with``, which
+        remembers its answers), so a criterion's value set costs one look-up however large it is.
         """
         if self._by_kind is not None:
             return
         # A hot loop (every fact of the chart, once per request): written for speed, not beauty.
         positions = self._positions
+        valuesets_with = self.knowledge.valuesets_with
         by_kind: dict[FactKind, list[ClinicalFact]] = {}
-        raw: dict[tuple[FactKind, str, str], list[ClinicalFact]] = {}
+        by_valueset: dict[tuple[str, FactKind], list[ClinicalFact]] = {}
         void_verifications = _VOID_VERIFICATIONS
         for position, fact in enumerate(self.facts.facts):
             kind, status, verification = fact.kind, fact.status, fact.verification
@@ -446,16 +425,15 @@ class CriteriaEvaluator:
             else:
                 kind_facts.append(fact)
             for code in fact.codes:
-                key = (kind, code.system, code.code)
-                bucket = raw.get(key)
-                if bucket is None:
-                    raw[key] = [fact]
-                else:
-                    bucket.append(fact)
-        for (kind, system, value), facts in raw.items():
-            index = self._code_index.setdefault(kind, {})
-            index.setdefault(normalise_code(system, value), []).extend(facts)
+                for valueset_id in valuesets_with(code.system, code.code):
+                    key = (valueset_id, kind)
+                    bucket = by_valueset.get(key)
+                    if bucket is None:
+                        by_valueset[key] = [fact]
+                    elif bucket[-1] is not fact:  # two codes of one fact in the same value set
+                        bucket.append(fact)
         self._by_kind = {kind: tuple(facts) for kind, facts in by_kind.items()}
+        self._by_valueset = {key: tuple(facts) for key, facts in by_valueset.items()}
 
     def _valueset(self, valueset_id: str) -> ValueSet:
         try:
