@@ -192,6 +192,20 @@ def test_knows_code_covers_value_sets_prefixes_and_the_catalogue(kb: Knowledge):
         assert not kb.knows_code("urn:oid:2.16.840.1.113883.6.238", "2039-6")     # same string, other system
 
 
+def test_valuesets_with_agrees_with_each_value_sets_own_membership(kb: Knowledge):
+    # The criteria evaluator indexes a chart through valuesets_with: it must find exactly the value
+    # sets that would each say they contain the code (members, prefixes, aliases, spelling).
+    probes = {code for valueset in kb.valuesets.values() for code in valueset.codes}
+    probes |= {(system, prefix + "9") for valueset in kb.valuesets.values() for system, prefix in valueset.prefixes}
+    probes |= set(kb.code_index)
+    probes |= {(LOINC, "718-7"), (ICD10CM, "C53.0"), ("urn:oid:2.16.840.1.113883.6.90", "c530")}
+    assert any(len(kb.valuesets_with(*probe)) > 1 for probe in probes), "some code is in several value sets"
+    for system, code in probes:
+        expected = {v.id for v in kb.valuesets.values() if v.contains(Code(system, code))}
+        found = kb.valuesets_with(system, code)
+        assert set(found) == expected and len(found) == len(expected), (system, code)
+
+
 def test_knows_code_includes_site_extra_value_sets(tmp_path: Path):
     knowledge = load_knowledge(None, [_site_dir(tmp_path)])
     assert knowledge.knows_code(ICD10CM, "C34.90")
