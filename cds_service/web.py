@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any, Callable
 
+import msgspec
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -26,7 +27,9 @@ CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
 
 
 def json_response(body, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+    # msgspec rather than orjson: answers echo the draft order, and JSON (hence a request)
+    # may hold integers beyond 64 bits, which orjson refuses to write.
+    return Response(msgspec.json.encode(body), status=status, mimetype="application/json")
 
 
 def _cds():

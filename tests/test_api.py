@@ -140,6 +140,34 @@ def test_operation_outcome_and_a_broken_resource_in_prefetch_do_not_fail(live_se
     assert pama_ratings(response.json()) == [["not-appropriate", "usually-not-appropriate"]]
 
 
+def test_rating_action_echoes_the_order_with_its_own_content_and_a_fresh_rating(live_server):
+    # The action replaces the EHR's draft order, so everything the EHR put in must come back as
+    # sent - including numbers JSON allows but 64 bits cannot hold - with earlier PAMA ratings
+    # replaced rather than repeated.
+    body = order_select(BONE_SCAN, [BREAST_HISTORY])
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["note"] = [{"text": "patient asks about scan timing"}]
+    order["extension"] = [
+        {"url": "http://example.org/fhir/site-priority", "valueInteger": 7},
+        {"url": "http://fhir.org/argonaut/Extension/pama-rating",
+         "valueCodeableConcept": {"coding": [{"system": "http://fhir.org/argonaut/CodeSystem/pama-rating",
+                                              "code": "appropriate"}]}},
+    ]
+    big = "123456789012345678901234567890"
+    raw = json.dumps(body).replace('"valueInteger": 7', f'"valueInteger": {big}')
+    response = live_server.session.post(f"{live_server.url}/cds-services/{SELECT_ID}", data=raw,
+                                        headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 200
+    assert f'"valueInteger":{big}' in response.text
+    [action] = response.json()["extension"]["systemActions"]
+    echoed = action["resource"]
+    assert echoed["note"] == order["note"] and echoed["code"] == order["code"]
+    urls = [e["url"] for e in echoed["extension"]]
+    assert urls.count("http://fhir.org/argonaut/Extension/pama-rating") == 1
+    assert urls[0] == "http://example.org/fhir/site-priority"
+    assert pama_ratings(response.json()) == [["not-appropriate", "usually-not-appropriate"]]
+
+
 def test_order_sign_rates_every_imaging_order_and_skips_other_request_types(live_server):
     orders = [
         imaging_order(BONE_SCAN, [BREAST_HISTORY], order_id="o1"),
