@@ -11,7 +11,7 @@ import msgspec
 import orjson
 import pytest
 
-from cds_service.chart.decoding import FhirObject, as_fhir_objects
+from cds_service.chart.decoding import CodeableConcept, Coding, FhirObject, as_fhir_objects
 from cds_service.chart.extract import extract_chart_facts
 from cds_service.protocol.request import decode_hook_body
 from tests.fhir_builders import bundle, condition, hook_request, scc_antigen, service_request
@@ -41,10 +41,44 @@ def test_only_the_elements_the_chart_reads_are_kept():
     resource["text"] = {"status": "generated", "div": "<div>narrative naming the patient</div>"}
     decoded = _decoded_prefetch({"conditions": bundle(resource)})["conditions"]
     kept = decoded.entry[0].resource
-    assert kept.code == resource["code"] and kept.id == "c1"
+    assert msgspec.to_builtins(kept.code) == resource["code"] and kept.id == "c1"
     assert "text" not in msgspec.to_builtins(kept) and "subject" not in msgspec.to_builtins(kept)
     with pytest.raises(AttributeError):  # a reader of an undeclared element fails loudly in tests
         kept.subject
+
+
+def test_coded_elements_are_typed_and_keep_only_what_is_read():
+    resource = condition("C53.9", "http://hl7.org/fhir/sid/icd-10-cm", id="c1")
+    resource["code"]["coding"][0].update({"version": "2026", "userSelected": True, "extension": [{"url": "x"}]})
+    resource["code"]["id"] = "local"
+    kept = _decoded_prefetch({"conditions": bundle(resource)})["conditions"].entry[0].resource
+    assert isinstance(kept.code, CodeableConcept) and isinstance(kept.code.coding[0], Coding)
+    assert msgspec.to_builtins(kept.code) == {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                                           "code": "C53.9"}]}
+
+
+def test_junk_inside_coded_elements_is_kept_and_read_like_plain_json():
+    shapes = [
+        {"coding": "C53.9"},                                          # coding not a list
+        {"coding": {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C53.9"}},  # one object
+        {"coding": [7, None, [], "x", {"system": 5, "code": "C53.9"}]},   # junk codings
+        [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C53.9"}]}],  # a list
+        "C53.9", 12, True,
+    ]
+    resources = []
+    for index, shape in enumerate(shapes):
+        resource = condition("C53.9", "http://hl7.org/fhir/sid/icd-10-cm", id=f"c{index}")
+        resource["code"] = shape
+        resource["bodySite"] = shape
+        resources.append(resource)
+    good = condition("C53.9", "http://hl7.org/fhir/sid/icd-10-cm", id="good")
+    good["bodySite"] = [{"coding": "x"}, 5, {"coding": [{"system": "http://snomed.info/sct", "code": "71252005"}]}]
+    prefetch = {"conditions": bundle(*resources, good)}
+    plain, typed = extract_chart_facts(prefetch, None, TODAY), extract_chart_facts(_decoded_prefetch(prefetch), None, TODAY)
+    assert typed == plain
+    [fact] = typed.facts
+    assert fact.source == "Condition/good" and [c.code for c in fact.body_site_codes] == ["71252005"]
+    assert typed.skipped_resources == 6  # malformed codes; a list of junk codings is merely uncoded
 
 
 def test_junk_where_resources_belong_is_kept_as_it_is_and_counted_like_plain_json():

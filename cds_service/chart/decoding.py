@@ -4,9 +4,11 @@ A realistic chart is mostly what the service never reads: narratives, identifier
 encounters, performers, notes. Turning all of that into Python dicts and strings, and freeing it
 again, used to be the largest cost of a hook call. So every resource, Bundle and Bundle entry is
 held as a :class:`FhirObject`: a small msgspec struct that keeps only the elements declared on it
-and skips every other element while parsing. The elements it keeps hold exactly what plain JSON
-decoding gives (a CodeableConcept is still a dict), so the tolerant readers in ``fhirjson`` apply
-unchanged. An element that is absent reads as ``None``, as ``dict.get`` would give it.
+and skips every other element while parsing. The coded elements every resource has are typed the
+same way (:class:`CodeableConcept`, :class:`Coding`, and the :class:`Reference` and
+:class:`ImagingSeries` that lead to them), because they are most of what is kept; other elements
+hold exactly what plain JSON decoding gives (a Period or a Quantity is a dict). An element that is
+absent reads as ``None``, as ``dict.get`` would give it.
 
 Two ways in, one representation:
 
@@ -14,8 +16,9 @@ Two ways in, one representation:
 * :func:`as_fhir_objects` converts JSON that is already plain Python (resources fetched from the
   FHIR server, a body the typed decoder did not accept, tests) the same way.
 
-Neither ever rejects input: every JSON value fits :data:`AnyJsonValue`, so a resource that is a
-string, or a ``Bundle.entry`` that is an object, is kept as it is and the readers count it as junk.
+Neither ever rejects input: every element's type also accepts every other JSON value, so a
+resource that is a string, a ``Bundle.entry`` that is an object or a ``coding`` that is a number
+is kept as it is, and the readers count it as junk or ignore it.
 """
 
 from __future__ import annotations
@@ -25,15 +28,60 @@ from typing import Any, Union
 import msgspec
 
 
-class FhirObject(msgspec.Struct, omit_defaults=True, repr_omit_defaults=True, gc=False):
+class _Element(msgspec.Struct, omit_defaults=True, repr_omit_defaults=True, gc=False):
+    """Base of the typed elements below: see FhirObject for why ``gc=False`` is safe."""
+
+
+class Coding(_Element):
+    system: Any = None
+    code: Any = None
+    display: Any = None
+
+
+#: A Coding where FHIR puts one; any other JSON value is kept as decoded.
+AnyCoding = Union[Coding, list, str, int, float, bool, None]
+#: A 0..* list of Codings (ImagingStudy.modality); a lone object is kept as a Coding.
+AnyCodings = Union[list[AnyCoding], Coding, str, int, float, bool, None]
+
+
+class CodeableConcept(_Element):
+    coding: AnyCodings = None
+    text: Any = None
+
+
+AnyConcept = Union[CodeableConcept, list, str, int, float, bool, None]
+AnyConcepts = Union[list[AnyConcept], CodeableConcept, str, int, float, bool, None]
+
+
+class Reference(_Element):
+    """A Reference, or an R5 CodeableReference (``concept``), to a coded resource."""
+
+    reference: Any = None
+    display: Any = None
+    concept: AnyConcept = None
+
+
+AnyReference = Union[Reference, list, str, int, float, bool, None]
+
+
+class ImagingSeries(_Element):
+    modality: AnyCoding = None
+
+
+AnySeries = Union[list[Union[ImagingSeries, list, str, int, float, bool, None]], ImagingSeries,
+                  str, int, float, bool, None]
+
+
+class FhirObject(_Element):
     """A resource, Bundle or Bundle entry, with only the elements ``chart.extract`` reads.
 
     A reader that starts using another element must declare it here: reading an undeclared one
     raises ``AttributeError``, which fails the chart tests rather than passing silently.
 
-    ``gc=False``: the cycle collector does not track these (a third of the decoding time went
-    to collections triggered by them). That is safe because they hold decoded JSON only, which
-    cannot refer back to them, and nothing assigns to them after decoding.
+    ``gc=False`` (here and on every typed element): the cycle collector does not track these (a
+    third of the decoding time went to collections triggered by them). That is safe because they
+    hold decoded JSON only, which cannot refer back to them, and nothing assigns to them after
+    decoding.
     """
 
     # every resource
@@ -47,21 +95,21 @@ class FhirObject(msgspec.Struct, omit_defaults=True, repr_omit_defaults=True, gc
     fullUrl: Any = None
     search: Any = None
     issue: Any = None
-    # coded elements
-    code: Any = None
-    type: Any = None
-    category: Any = None
-    bodySite: Any = None
-    clinicalStatus: Any = None
-    verificationStatus: Any = None
-    medicationCodeableConcept: Any = None
-    medicationReference: Any = None
-    substance: Any = None
-    procedureCode: Any = None
-    modality: Any = None
-    series: Any = None
-    conclusionCode: Any = None
-    device: Any = None
+    # coded elements (Bundle.type, a string, fits AnyConcept too)
+    code: AnyConcept = None
+    type: AnyConcept = None
+    category: AnyConcepts = None
+    bodySite: AnyConcepts = None
+    clinicalStatus: AnyConcept = None
+    verificationStatus: AnyConcept = None
+    medicationCodeableConcept: AnyConcept = None
+    medicationReference: AnyReference = None
+    substance: AnyConcept = None
+    procedureCode: AnyConcepts = None
+    modality: AnyCodings = None
+    series: AnySeries = None
+    conclusionCode: AnyConcepts = None
+    device: AnyReference = None
     deviceName: Any = None
     description: Any = None
     # dates
@@ -87,7 +135,7 @@ class FhirObject(msgspec.Struct, omit_defaults=True, repr_omit_defaults=True, gc
     # values and flags
     valueQuantity: Any = None
     valueInteger: Any = None
-    valueCodeableConcept: Any = None
+    valueCodeableConcept: AnyConcept = None
     referenceRange: Any = None
     notPerformed: Any = None
 
@@ -98,9 +146,18 @@ AnyJsonValue = Union[FhirObject, list, str, int, float, bool, None]
 
 def as_fhir_objects(value: Any) -> Any:
     """Plain JSON (dicts) → the same value with resources, Bundles and entries as FhirObjects."""
-    if value is None or isinstance(value, FhirObject):
+    return _converted(value, AnyJsonValue, FhirObject)
+
+
+def as_codeable_concept(value: Any) -> Any:
+    """A plain-JSON CodeableConcept (e.g. a draft order's code) → :class:`CodeableConcept`."""
+    return _converted(value, AnyConcept, CodeableConcept)
+
+
+def _converted(value: Any, target: Any, done: type) -> Any:
+    if value is None or isinstance(value, done):
         return value
     try:
-        return msgspec.convert(value, AnyJsonValue)
+        return msgspec.convert(value, target)
     except (msgspec.ValidationError, RecursionError):  # not JSON-shaped (e.g. non-string keys)
         return value  # the readers treat what they cannot use as junk

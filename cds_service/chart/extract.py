@@ -84,7 +84,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
-from .decoding import FhirObject, as_fhir_objects
+from .decoding import CodeableConcept, Coding, FhirObject, ImagingSeries, Reference, as_fhir_objects
 from .facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind, MarkerTrend
 from .fhirjson import (codings_of, coding_of, fhir_date, is_malformed_concept, number, period_date,
                        status_code, string, text_of)
@@ -243,8 +243,8 @@ class _Gathered:
             element = _DECIDING_ELEMENT.get(resource_type)
             if element is not None:
                 concept = getattr(resource, element)
-                if (isinstance(concept, dict) and isinstance(concept.get("coding"), list)
-                        and not _mentions_relevant(concept, self.is_relevant)):
+                if (isinstance(concept, CodeableConcept) and isinstance(concept.coding, list)
+                        and not _mentions_relevant(concept.coding, self.is_relevant)):
                     return
         resource_id = resource.id
         if isinstance(resource_id, str) and resource_id:
@@ -270,14 +270,11 @@ _DECIDING_ELEMENT = {"Condition": "code", "Procedure": "code", "Observation": "c
                      "ServiceRequest": "code", "AllergyIntolerance": "code", "Device": "type"}
 
 
-def _mentions_relevant(concept: dict, is_relevant: Callable[[str, str], bool]) -> bool:
-    """Whether a raw CodeableConcept has a coding ``is_relevant`` accepts (before any Code is made)."""
-    codings = concept.get("coding")
-    if not codings:
-        return False
+def _mentions_relevant(codings: list, is_relevant: Callable[[str, str], bool]) -> bool:
+    """Whether a CodeableConcept's codings include one ``is_relevant`` accepts (before any Code is made)."""
     for coding in codings:
-        if isinstance(coding, dict):
-            system, value = coding.get("system"), coding.get("code")
+        if isinstance(coding, Coding):
+            system, value = coding.system, coding.code
             if isinstance(system, str) and isinstance(value, str) and is_relevant(system.strip(), value.strip()):
                 return True
     return False
@@ -322,9 +319,9 @@ class _Context:
 
     def resolve(self, reference: Any, resource_type: str) -> FhirObject | None:
         """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
-        if not isinstance(reference, dict):
+        if not isinstance(reference, Reference):
             return None
-        target = reference.get("reference")
+        target = reference.reference
         if not isinstance(target, str):
             return None
         parts = target.rstrip("/").rsplit("/", 3)
@@ -347,7 +344,7 @@ def _codes(concept: Any) -> tuple[Code, ...]:
 
 def _codes_of_list(concepts: Any) -> tuple[Code, ...]:
     """Codings of a list of CodeableConcepts (bodySite, category...); tolerant of one object."""
-    if isinstance(concepts, dict):
+    if isinstance(concepts, CodeableConcept):
         return codings_of(concepts)
     if not isinstance(concepts, list):
         return ()
@@ -495,9 +492,9 @@ def _read_device_use(resource: FhirObject, source: str, context: _Context) -> It
     if status == "entered-in-error":
         return ()
     device = resource.device
-    if not isinstance(device, dict):
+    if not isinstance(device, Reference):
         return ()  # R4 requires it; without it there is nothing to say
-    concept = device.get("concept")                           # R5 CodeableReference
+    concept = device.concept                                  # R5 CodeableReference
     codes = codings_of(concept)
     if not codes:
         target = context.resolve(device, "Device")           # R4 Reference to a prefetched Device
@@ -511,7 +508,7 @@ def _read_device_use(resource: FhirObject, source: str, context: _Context) -> It
             or fhir_date(resource.recordedOn))
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, date=when,
-        text=text_of(concept) or string(device.get("display")), status=status,
+        text=text_of(concept) or string(device.display), status=status,
         body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
     ),)
 
@@ -552,8 +549,8 @@ def _read_imaging_study(resource: FhirObject, source: str, context: _Context) ->
     series = resource.series
     if isinstance(series, list):
         for one in series:
-            if isinstance(one, dict):
-                modality = coding_of(one.get("modality"))
+            if isinstance(one, ImagingSeries):
+                modality = coding_of(one.modality)
                 if modality is not None:
                     codes.append(modality)
     if not context.keeps(codes):

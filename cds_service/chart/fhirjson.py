@@ -1,4 +1,7 @@
-"""Tolerant readers for FHIR JSON elements (plain dicts), shared by the chart modules.
+"""Tolerant readers for FHIR elements, shared by the chart modules.
+
+Coded elements arrive as the typed structs of :mod:`.decoding` (``CodeableConcept``, ``Coding``);
+other elements (Period) as plain JSON dicts.
 
 Every reader accepts *anything* and returns ``None`` / ``()`` for input of the wrong shape
 instead of raising: clients send invalid FHIR, and one bad element must not lose a request.
@@ -13,6 +16,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+from .decoding import CodeableConcept, Coding
 from .facts import Code
 
 # FHIR date / dateTime / instant: "2024", "2024-05", "2024-05-17", "2024-05-17T10:00:00+02:00".
@@ -57,25 +61,25 @@ def period_date(period: Any, prefer_end: bool) -> date | None:
 
 def coding_of(coding: Any) -> Code | None:
     """A Coding with both a system and a code (whitespace stripped), else ``None``."""
-    if not isinstance(coding, dict):
+    if not isinstance(coding, Coding):
         return None
-    system = coding.get("system")
-    value = coding.get("code")
+    system = coding.system
+    value = coding.code
     if not isinstance(system, str) or not isinstance(value, str):
         return None
     system = system.strip()
     value = value.strip()
     if not system or not value:
         return None
-    display = coding.get("display")
+    display = coding.display
     return Code(system, value, (display.strip() or None) if isinstance(display, str) else None)
 
 
 def codings_of(concept: Any) -> tuple[Code, ...]:
     """Usable codings of a CodeableConcept (see :func:`coding_of`); wrong shapes give ``()``."""
-    if not isinstance(concept, dict):
+    if not isinstance(concept, CodeableConcept):
         return ()
-    codings = concept.get("coding")
+    codings = concept.coding
     if not isinstance(codings, list):
         return ()
     found = []
@@ -90,17 +94,17 @@ def is_malformed_concept(concept: Any) -> bool:
     """True when a CodeableConcept is present but not shaped like one (e.g. a bare string)."""
     if concept is None:
         return False
-    if not isinstance(concept, dict):
+    if not isinstance(concept, CodeableConcept):
         return True
-    codings = concept.get("coding")
+    codings = concept.coding
     return codings is not None and not isinstance(codings, list)
 
 
 def text_of(concept: Any) -> str | None:
     """CodeableConcept.text, else the first coding's display."""
-    if not isinstance(concept, dict):
+    if not isinstance(concept, CodeableConcept):
         return None
-    text = concept.get("text")
+    text = concept.text
     if isinstance(text, str) and text.strip():
         return text.strip()
     return _first_in_codings(concept, "display")
@@ -110,18 +114,18 @@ def status_code(value: Any) -> str | None:
     """A status as a code string: R4 CodeableConcept (first coded value) or DSTU2/STU3 plain code."""
     if isinstance(value, str):
         return value.strip() or None
-    if isinstance(value, dict):
+    if isinstance(value, CodeableConcept):
         return _first_in_codings(value, "code")
     return None
 
 
-def _first_in_codings(concept: dict, member: str) -> str | None:
+def _first_in_codings(concept: CodeableConcept, member: str) -> str | None:
     """The first non-blank ``member`` ("code", "display") among a CodeableConcept's codings."""
-    codings = concept.get("coding")
+    codings = concept.coding
     if isinstance(codings, list):
         for coding in codings:
-            if isinstance(coding, dict):
-                found = coding.get(member)
+            if isinstance(coding, Coding):
+                found = getattr(coding, member)
                 if isinstance(found, str) and found.strip():
                     return found.strip()
     return None

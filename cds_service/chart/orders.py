@@ -38,6 +38,7 @@ from typing import Any, Mapping, Sequence
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept as _CodeableConceptModel
 
+from .decoding import as_codeable_concept
 from .facts import Code, DraftOrder
 from .fhirjson import codings_of, text_of
 
@@ -165,17 +166,18 @@ def _read_service_request(resource: dict, resource_id: str | None, where: str,
     if isinstance(reasons, list):
         for reason in reasons:
             if isinstance(reason, dict):
-                reason_codes.extend(codings_of(reason))
+                reason_codes.extend(codings_of(as_codeable_concept(reason)))
             malformed_reasons = malformed_reasons or not isinstance(reason, dict) or bool(_shape_errors(reason))
     if malformed_reasons:
         notes.append(f"{label}: malformed reasonCode entries ignored")
 
+    concept = as_codeable_concept(code)
     return DraftOrder(
         resource=resource,
         resource_id=resource_id,
-        codes=codings_of(code) if code else (),
+        codes=codings_of(concept),
         reason_codes=tuple(reason_codes),
-        text=text_of(code) if code else None,
+        text=text_of(concept),
     )
 
 
