@@ -12,6 +12,7 @@ import pytest
 from cds_service.chart.extract import extract_chart_facts, extract_tumour_marker_trend
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind
 from cds_service.chart.fhirjson import fhir_date
+from cds_service.chart import orders as orders_module
 from cds_service.chart.orders import read_draft_orders, warm_up
 from tests.fhir_builders import (CPT, ICD10CM, LAB_CATEGORY, LOINC, MCODE_DISEASE_STATUS, MCODE_PRIMARY_CANCER,
                            MCODE_RADIOTHERAPY_SUMMARY, MCODE_TUMOR_MARKER, RADIOLOGY_CATEGORY, SNOMED,
@@ -162,6 +163,22 @@ class TestReadDraftOrders:
         orders, _ = read_draft_orders(draft_orders(resource), None)
         [order] = orders
         assert [(c.system, c.code) for c in order.codes] == [(CPT, "70450")]
+
+    def test_the_fast_shape_check_agrees_with_the_r4b_model(self):
+        # Clean concepts skip the R4B model; for every concept the fast check passes, the model must
+        # find no wrong-type error either, and every concept it does not pass goes to the model.
+        values = ["70450", "", " x ", 7, 1.5, True, None, [], ["x"], {}, {"url": "x"}]
+        good_coding = {"system": CPT, "code": "70450", "display": "CT head"}
+        variants = [{}, {"coding": []}, {"coding": [{}]}, {"coding": [good_coding]}, {"text": "CT head"}]
+        for member in ("id", "coding", "text", "extension"):
+            variants += [{member: value, "coding": [good_coding]} if member != "coding" else {member: value}
+                         for value in values]
+        for member in ("id", "system", "version", "code", "display", "userSelected", "extension", "_code"):
+            variants += [{"coding": [{**good_coding, member: value}]} for value in values]
+        assert len(variants) > 100
+        for variant in variants:
+            fast = orders_module._shape_errors(variant)
+            assert fast == orders_module._model_shape_errors(variant), variant
 
     def test_codings_need_both_system_and_code(self):
         resource = service_request()
