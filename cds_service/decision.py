@@ -113,34 +113,35 @@ class DecisionService:
     def _audit(self, request: HookRequest, service: ServiceDefinition, rated: list[RatedOrder], latency_ms: float):
         decided_at = datetime.now(timezone.utc)
         hashed = patient_hash(self.audit_key, request.patient_id)
+        records = []
         for item in rated:
             a = item.assessment
-            self.store.record_decision(
-                DecisionRecord(
-                    decided_at=decided_at,
-                    service_id=service.id,
-                    hook=request.hook,
-                    hook_instance=request.hook_instance,
-                    patient_hash=hashed,
-                    order_codes=tuple(f"{c.system}|{c.code}" for c in a.order.codes),
-                    order_ref=a.order.reference,
-                    scenario_id=a.scenario.id if a.scenario else None,
-                    rating=a.rating.rating.value if a.rating and a.outcome is Outcome.RATED else None,
-                    pama_rating=item.pama_code,
-                    outcome=a.outcome.value,
-                    knowledge_version=self.knowledge.version,
-                    consult_id=item.consult_id,
-                    latency_ms=round(latency_ms, 3),
-                    cards=tuple(
-                        CardRecord(
-                            uuid=c.uuid, indicator=c.indicator, summary=c.summary,
-                            suggestion_uuids=tuple(s.uuid for s in c.suggestions),
-                        )
-                        for c in item.cards
-                    ),
-                    instance=self.instance,
-                )
-            )
+            records.append(DecisionRecord(
+                decided_at=decided_at,
+                service_id=service.id,
+                hook=request.hook,
+                hook_instance=request.hook_instance,
+                patient_hash=hashed,
+                order_codes=tuple(f"{c.system}|{c.code}" for c in a.order.codes),
+                order_ref=a.order.reference,
+                scenario_id=a.scenario.id if a.scenario else None,
+                rating=a.rating.rating.value if a.rating and a.outcome is Outcome.RATED else None,
+                pama_rating=item.pama_code,
+                outcome=a.outcome.value,
+                knowledge_version=self.knowledge.version,
+                consult_id=item.consult_id,
+                latency_ms=round(latency_ms, 3),
+                cards=tuple(
+                    CardRecord(
+                        uuid=c.uuid, indicator=c.indicator, summary=c.summary,
+                        suggestion_uuids=tuple(s.uuid for s in c.suggestions),
+                    )
+                    for c in item.cards
+                ),
+                instance=self.instance,
+            ))
+        # One transaction for all orders of the call: an order-sign of ten orders is one commit.
+        self.store.record_decisions(records)
 
     def _audit_silent(self, request: HookRequest, service: ServiceDefinition, orders: list[DraftOrder], started: float):
         """Orders we deliberately said nothing about are decisions too (outcome ``not-rated``)."""

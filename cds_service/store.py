@@ -521,35 +521,42 @@ class Store:
 
     def record_decision(self, record: DecisionRecord) -> None:
         """Store one decision (one rated order) and its cards (card uuid -> decision)."""
-        if not isinstance(record, DecisionRecord):
-            raise TypeError("record_decision expects a DecisionRecord")
-        if not _PATIENT_HASH.match(record.patient_hash or ""):
-            # Guard against a raw patient id reaching the audit log.
-            raise ValueError("DecisionRecord.patient_hash must be audit.patient_hash(...) (64 hex digits)")
-        instance = record.instance or instance_name()
-        order_codes = json.dumps(list(record.order_codes))
+        self.record_decisions([record])
+
+    def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Store the decisions of one hook call (one per rated order) in one transaction: all or none."""
+        rows = []
+        for record in records:
+            if not isinstance(record, DecisionRecord):
+                raise TypeError("record_decisions expects DecisionRecords")
+            if not _PATIENT_HASH.match(record.patient_hash or ""):
+                # Guard against a raw patient id reaching the audit log.
+                raise ValueError("DecisionRecord.patient_hash must be audit.patient_hash(...) (64 hex digits)")
+            rows.append((record, record.instance or instance_name(), json.dumps(list(record.order_codes))))
 
         def write(tx: _Tx) -> None:
-            row = tx.execute(
-                "INSERT INTO decisions (decided_at, service_id, hook, hook_instance, patient_hash, "
-                "order_codes, order_ref, scenario_id, rating, pama_rating, outcome, knowledge_version, "
-                "consult_id, latency_ms, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING id",
-                (tx.ts(record.decided_at), record.service_id, record.hook, record.hook_instance,
-                 record.patient_hash, order_codes, record.order_ref, record.scenario_id, record.rating,
-                 record.pama_rating, record.outcome, record.knowledge_version, record.consult_id,
-                 float(record.latency_ms), instance),
-            ).fetchone()
-            for position, card in enumerate(record.cards):
-                # A card uuid already recorded keeps its first decision.
-                tx.execute(
-                    "INSERT INTO cards (uuid, decision_id, position, indicator, summary, suggestion_uuids) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO NOTHING",
-                    (card.uuid, row[0], position, card.indicator, card.summary,
-                     json.dumps(list(card.suggestion_uuids))),
-                )
+            for record, instance, order_codes in rows:
+                row = tx.execute(
+                    "INSERT INTO decisions (decided_at, service_id, hook, hook_instance, patient_hash, "
+                    "order_codes, order_ref, scenario_id, rating, pama_rating, outcome, knowledge_version, "
+                    "consult_id, latency_ms, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "RETURNING id",
+                    (tx.ts(record.decided_at), record.service_id, record.hook, record.hook_instance,
+                     record.patient_hash, order_codes, record.order_ref, record.scenario_id, record.rating,
+                     record.pama_rating, record.outcome, record.knowledge_version, record.consult_id,
+                     float(record.latency_ms), instance),
+                ).fetchone()
+                for position, card in enumerate(record.cards):
+                    # A card uuid already recorded keeps its first decision.
+                    tx.execute(
+                        "INSERT INTO cards (uuid, decision_id, position, indicator, summary, suggestion_uuids) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO NOTHING",
+                        (card.uuid, row[0], position, card.indicator, card.summary,
+                         json.dumps(list(card.suggestion_uuids))),
+                    )
 
-        self._run(write)
+        if rows:
+            self._run(write)
 
     def record_feedback(self, service_id: str, entries: list[dict]) -> int:
         """Store validated CDS Hooks feedback entries durably; returns how many were new.

@@ -215,6 +215,14 @@ def test_record_decision_refuses_a_raw_patient_id(store):
     assert row_count(store, "decisions") == 0
 
 
+def test_the_decisions_of_one_call_are_stored_together_or_not_at_all(store):
+    store.record_decisions([decision(store, n=n, cards=(CardRecord(f"card-{n}", "info", "s"),)) for n in (1, 2, 3)])
+    assert row_count(store, "decisions") == 3 and row_count(store, "cards") == 3
+    with pytest.raises(ValueError, match="patient_hash"):  # one bad record: none of the call's is written
+        store.record_decisions([decision(store, n=4), decision(store, n=5, patient_hash=RAW_PATIENTS[0])])
+    assert row_count(store, "decisions") == 3
+
+
 def test_record_decision_fills_instance_when_empty(store):
     store.record_decision(decision(store, instance=""))
     assert export(store, "decisions", "json")[2][0]["instance"] == instance_name()
