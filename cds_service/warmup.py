@@ -87,8 +87,11 @@ def warm_up(app) -> None:
         for path in ("/health", "/ready"):
             client.get(path)
         try:
+            from .chart import orders
             from .protocol.request import decode_hook_body
             from .protocol.services import SERVICES
+
+            orders.warm_up()  # the representative orders below are plain: they never reach the model
 
             decisions = dataclasses.replace(cds.decisions, store=_DiscardingStore())
             for service in SERVICES:

@@ -103,9 +103,14 @@ def read_draft_orders(draft_orders: Any, selections: Sequence[str] | None) -> tu
 
 
 def warm_up() -> None:
-    """Import and exercise the R4B model once, so the first request is not slow."""
-    _shape_errors({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70450", "display": "CT head"}],
-                   "text": "CT head"})
+    """Exercise the R4B model once, so the first order with an unusual code is not slow.
+
+    Called directly, not through :func:`_shape_errors`: a plain concept would pass the fast check
+    and never reach the model, whose first validation (and first extension) costs milliseconds.
+    """
+    _model_shape_errors({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "70450",
+                                     "display": "CT head"}], "text": "CT head",
+                         "extension": [{"url": "http://example.org/warm-up", "valueString": "x"}]})
 
 
 # ---------------------------------------------------------------------------------------------
