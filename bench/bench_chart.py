@@ -26,7 +26,7 @@ from synthetic_chart import synthetic_chart_bundle, synthetic_prefetch  # noqa: 
 
 from cds_service.chart.extract import extract_chart_facts  # noqa: E402
 from cds_service.chart.facts import DraftOrder, Code  # noqa: E402
-from cds_service.knowledge_loader import load_knowledge  # noqa: E402
+from cds_service.kb.loader import load_knowledge  # noqa: E402
 
 
 def _percentile(samples: list[float], fraction: float) -> float:

@@ -1,6 +1,6 @@
 """HTTP latency of the service under its production server, against a do-nothing Flask floor.
 
-Starts ``gunicorn -c python:cds_service.gunicorn_conf cds_service.wsgi:app`` on a free loopback
+Starts ``gunicorn -c python:cds_service.server.gunicorn_conf cds_service.server.wsgi:app`` on a free loopback
 port (temporary SQLite database, ``CDS_MODE=development`` so no JWT), waits for ``/ready``, and
 measures three cases with 1 and 4 concurrent clients (one keep-alive ``requests.Session`` per
 thread):
@@ -256,7 +256,7 @@ def free_port() -> int:
 
 
 class Server:
-    """One gunicorn with cds_service.gunicorn_conf on loopback, in its own process group."""
+    """One gunicorn with cds_service.server.gunicorn_conf on loopback, in its own process group."""
 
     def __init__(self, target: str, workdir: Path, workers: int | None, extra_env: dict[str, str]):
         self.port = free_port()
@@ -268,7 +268,7 @@ class Server:
         env.update({"CDS_BIND": f"127.0.0.1:{self.port}", "PROMETHEUS_MULTIPROC_DIR": str(prom), **extra_env})
         if workers:
             env["WEB_CONCURRENCY"] = str(workers)
-        command = [sys.executable, "-m", "gunicorn", "-c", "python:cds_service.gunicorn_conf", "--pythonpath", str(REPO), target]
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:cds_service.server.gunicorn_conf", "--pythonpath", str(REPO), target]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         ours_env = {"CDS_MODE": "development", "CDS_DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
                     "CDS_LOG_LEVEL": "INFO"}
-        targets = {"ours": ("cds_service.wsgi:app", ours_env), "minimal": ("bench.minimal_app:app", {})}
+        targets = {"ours": ("cds_service.server.wsgi:app", ours_env), "minimal": ("bench.minimal_app:app", {})}
         if args.only:
             targets = {args.only: targets[args.only]}
         servers = {label: Server(target, workdir, args.workers, env) for label, (target, env) in targets.items()}
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.wait_ready()
             sys.path.insert(0, str(REPO))
-            from cds_service.protocol.services import discovery_document
+            from cds_service.hooks.services import discovery_document
 
             cases, origin = build_cases(discovery_document(), date.today(), args.chart)
             print(f"chart for case b/c: {origin}; bodies: " + ", ".join(f"{len(c.body) / 1024:.0f} KiB" for c in cases))

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, FactKind  # noqa: E402
-from cds_service.knowledge import CPT, ICD10CM, LOINC, SNOMED  # noqa: E402
+from cds_service.kb.model import CPT, ICD10CM, LOINC, SNOMED  # noqa: E402
 from cds_service.reasoning.engine import assess_order  # noqa: E402
 from tests.reasoning_kb import TODAY, days_ago, draft_order  # noqa: E402
 
@@ -80,7 +80,7 @@ def realistic_chart(size: int, seed: int = 7) -> ChartFacts:
 def load(miniature: bool):
     if not miniature:
         try:
-            from cds_service.knowledge_loader import load_knowledge
+            from cds_service.kb.loader import load_knowledge
 
             return load_knowledge(), "shipped knowledge"
         except Exception as error:  # noqa: BLE001 - a benchmark falls back, it does not fail

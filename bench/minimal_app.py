@@ -1,10 +1,10 @@
 """The floor for bench_http.py: a Flask app on the same server stack that does no CDS work.
 
-It reads and parses the JSON body exactly as ``cds_service.web`` does (``request.get_data`` +
+It reads and parses the JSON body exactly as ``cds_service.server.routes`` does (``request.get_data`` +
 ``orjson.loads``) and answers ``{"cards": []}``, so the difference to the real service is the cost of
 validation, chart extraction, reasoning, card building, audit and logging.
 
-    gunicorn -c python:cds_service.gunicorn_conf --pythonpath . bench.minimal_app:app
+    gunicorn -c python:cds_service.server.gunicorn_conf --pythonpath . bench.minimal_app:app
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Measures, per call, on a SQLite file (WAL) in a temporary directory and on PostgreSQL (the URL
 given, or a temporary cluster started like the tests do): ``record_decision`` (two cards),
 ``record_feedback`` (one entry, durable commit), ``remember_jti``, and the same writes with the
-durability switched the other way, to show what the choice in store.py costs or saves.
+durability switched the other way, to show what the choice in cds_service/audit/sqlite.py and postgres.py costs or saves.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cds_service.audit import CardRecord, DecisionRecord, patient_hash  # noqa: E402
-from cds_service.store import Store  # noqa: E402
+from cds_service.audit.records import CardRecord, DecisionRecord, patient_hash  # noqa: E402
+from cds_service.audit.store import Store  # noqa: E402
 
 
 class _Forced(Store):

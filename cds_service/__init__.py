@@ -6,7 +6,7 @@ __all__ = ["__version__", "create_app"]
 
 
 def create_app(*args, **kwargs):
-    """Build the Flask application (see :func:`cds_service.app.create_app`)."""
-    from .app import create_app as _create_app
+    """Build the Flask application (see :func:`cds_service.server.app.create_app`)."""
+    from cds_service.server.app import create_app as _create_app
 
     return _create_app(*args, **kwargs)

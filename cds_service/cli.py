@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,19 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(host: str, port: int) -> int:
-    from .app import create_app
-    from .config import Settings
+    from cds_service.server.embedded import run_development_server
 
-    settings = Settings.from_env()
-    if "CDS_PUBLIC_BASE_URL" not in __import__("os").environ:
-        settings = replace(settings, public_base_url=f"http://{host}:{port}")
-    app = create_app(settings)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
-    return 0
+    return run_development_server(host, port)
 
 
 def _check_knowledge(base: str | None, extra_dirs: list[str]) -> int:
-    from .knowledge_loader import KnowledgeError, load_knowledge
+    from cds_service.kb.loader import KnowledgeError, load_knowledge
 
     try:
         knowledge = load_knowledge(base, extra_dirs)
@@ -64,13 +57,13 @@ def _check_knowledge(base: str | None, extra_dirs: list[str]) -> int:
 
 def _delegate(command: str, rest: list[str]) -> int:
     if command == "replay":
-        from .replay import main as replay_main
+        from cds_service.devtools.replay import main as replay_main
 
         return replay_main(rest)
     if command == "export":
-        from .export_cli import run_export
+        from cds_service.audit.export_cli import run_export
 
         return run_export(rest)
-    from .fixture_fhir_server import main as fhir_main
+    from cds_service.devtools.fixture_fhir_server import main as fhir_main
 
     return fhir_main(rest) or 0

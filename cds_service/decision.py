@@ -11,23 +11,24 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any
 
-from .audit import patient_hash
-from .cards import RatedOrder, build_response
-from .chart.extract import extract_chart_facts
-from .chart.facts import ChartFacts, DraftOrder
-from .chart.orders import read_draft_orders
-from .config import Settings
-from .errors import InvalidRequest, PrefetchUnavailable
-from .fhir_client import FhirClient
-from .knowledge import Knowledge
-from .observability import Metrics
-from .protocol.prefetch import complete_prefetch, find_missing_prefetch
-from .protocol.request import HookRequest, parse_hook_request
-from .protocol.schemas import problems
-from .protocol.services import ServiceDefinition
-from .reasoning.assessment import OrderAssessment, Outcome
-from .reasoning.engine import assess_order
-from .store import CardRecord, DecisionRecord, Store
+from cds_service.audit.records import patient_hash
+from cds_service.cards.response import RatedOrder, build_response
+from cds_service.chart.extract import extract_chart_facts
+from cds_service.chart.facts import ChartFacts, DraftOrder
+from cds_service.chart.orders import read_draft_orders
+from cds_service.config import Settings
+from cds_service.errors import InvalidRequest, PrefetchUnavailable
+from cds_service.ehr.fhir_client import FhirClient
+from cds_service.kb.model import Knowledge
+from cds_service.observability import Metrics
+from cds_service.ehr.prefetch_completion import complete_prefetch
+from cds_service.hooks.prefetch import find_missing_prefetch
+from cds_service.hooks.request import HookRequest, parse_hook_request
+from cds_service.hooks.schemas import problems
+from cds_service.hooks.services import ServiceDefinition
+from cds_service.reasoning.assessment import OrderAssessment, Outcome
+from cds_service.reasoning.engine import assess_order
+from cds_service.audit.store import CardRecord, DecisionRecord, Store
 
 log = logging.getLogger("cds_service.decision")
 

@@ -11,7 +11,7 @@ message itself a constant string::
 
 Metrics: :class:`Metrics` owns its own ``CollectorRegistry`` (so tests can build many apps in one
 process). Under gunicorn with several workers, ``PROMETHEUS_MULTIPROC_DIR`` must be set *before*
-``prometheus_client`` is first imported (``cds_service.gunicorn_conf`` does it); every worker then
+``prometheus_client`` is first imported (``cds_service.server.gunicorn_conf`` does it); every worker then
 writes its values to per-process files in that directory and :meth:`Metrics.render` merges them, so
 ``/metrics`` shows the sum over all workers whichever worker answers. The master must call
 :func:`mark_process_dead` when a worker exits (gunicorn's ``child_exit`` hook, see

@@ -1,7 +1,7 @@
 """Shared fixtures: the app, a real HTTP server on loopback, and schema-checking clients.
 
 Every CDS Hooks response any test receives — through the Flask test client or over real HTTP — is
-validated against the JSON Schemas in ``cds_service/schemas`` and checked for ``null`` and empty
+validated against the JSON Schemas in ``cds_service/hooks/schemas`` and checked for ``null`` and empty
 optional fields, so the contract is enforced by the whole suite, not by one test.
 """
 
@@ -15,9 +15,9 @@ import requests
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from cds_service.app import create_app
+from cds_service.server.app import create_app
 from cds_service.config import Settings
-from cds_service.protocol.schemas import problems
+from cds_service.hooks.schemas import problems
 
 pytest_plugins = ["tests.pg_harness"]
 

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any, Iterable
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind
-from cds_service.knowledge import (
+from cds_service.kb.model import (
     CPT,
     ICD10CM,
     LOINC,

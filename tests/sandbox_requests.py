@@ -55,7 +55,7 @@ def _with_prefetch(body: dict, prefetch) -> dict:
 
 
 def null_prefetch() -> dict:
-    from cds_service.protocol.services import PREFETCH_TEMPLATES
+    from cds_service.hooks.services import PREFETCH_TEMPLATES
 
     return {key: None for key in PREFETCH_TEMPLATES}
 

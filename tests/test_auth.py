@@ -1,4 +1,4 @@
-"""JWT verification (cds_service.auth) against CDS Hooks 2.0 security rules, checklist X2-X7.
+"""JWT verification (cds_service.security.jwt) against CDS Hooks 2.0 security rules, checklist X2-X7.
 
 Real keys, real signatures and a real JWKS server on 127.0.0.1: nothing is mocked, so what passes
 here is what production does.
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.auth import JwtVerifier, MemoryReplayCache, TrustedIssuer, load_trusted_issuers
+from cds_service.security.issuers import TrustedIssuer, load_trusted_issuers
+from cds_service.security.jwt import JwtVerifier, MemoryReplayCache
 from cds_service.errors import Unauthorized
 from tests.jwt_helpers import (  # noqa: F401 - jwks_server, second_jwks_server are fixtures
     JwksServer,
@@ -527,7 +528,7 @@ def test_redirects_from_the_jwks_url_are_not_followed(jwks_server, second_jwks_s
 
 
 def test_verifier_recovers_when_the_jwks_server_comes_back(jwks_server, es_key, monkeypatch):
-    import cds_service.auth as auth
+    import cds_service.security.jwks as auth
 
     monkeypatch.setattr(auth, "JWKS_FAILURE_BACKOFF_SECONDS", 0.0)  # don't wait 5 s in a test
     jwks_server.status = 503

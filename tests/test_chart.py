@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.chart.extract import extract_chart_facts, extract_tumour_marker_trend
+from cds_service.chart.extract import extract_chart_facts
+from cds_service.chart.marker_trend import extract_tumour_marker_trend
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind
 from cds_service.chart.fhirjson import fhir_date
 from cds_service.chart import orders as orders_module

@@ -13,7 +13,7 @@ import pytest
 
 from cds_service.chart.decoding import CodeableConcept, Coding, FhirObject, as_fhir_objects
 from cds_service.chart.extract import extract_chart_facts
-from cds_service.protocol.request import decode_hook_body
+from cds_service.hooks.request import decode_hook_body
 from tests.fhir_builders import bundle, condition, hook_request, scc_antigen, service_request
 from tests.sandbox_requests import SELECT_ID, order_select
 

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cds_service.audit import CardRecord, DecisionRecord, patient_hash
-from cds_service.export_cli import run_export
-from cds_service.store import Store
+from cds_service.audit.records import CardRecord, DecisionRecord, patient_hash
+from cds_service.audit.export_cli import run_export
+from cds_service.audit.store import Store
 
 RAW_PATIENT = "Patient/raw-id-0042"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed, PrefetchUnavailable
-from cds_service.fhir_client import FhirClient
-from cds_service.fixture_fhir_server import FixtureFhirServer
+from cds_service.ehr.fhir_client import FhirClient
+from cds_service.devtools.fixture_fhir_server import FixtureFhirServer
 
 PATIENT = {"resourceType": "Patient", "id": "pat-secret-42", "name": [{"given": ["Ada"], "family": "Test"}]}
 TOKEN = "tok-SECRET-abc.def"
@@ -474,7 +474,7 @@ def test_token_and_body_never_logged(server, make_client, caplog):
     server.configure("/Patient", fail_status=500, body={"resourceType": "OperationOutcome", "text": "pat-secret-42"})
     with pytest.raises(FhirFetchFailed):
         client.fetch(server.base_url, "Patient/pat-secret-42", TOKEN)
-    ours = [r.getMessage() for r in caplog.records if r.name == "cds_service.fhir_client"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "cds_service.ehr.fhir_client"]
     assert ours  # the failure and the page cap were logged ...
     assert not any(TOKEN in m or "pat-secret-42" in m for m in ours)  # ... without token or patient id
     # urllib3's own DEBUG log contains URLs (patient ids): keep it at INFO or above in production.

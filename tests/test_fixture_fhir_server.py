@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from cds_service.fixture_fhir_server import FixtureFhirServer, load_resources
+from cds_service.devtools.fixture_fhir_server import FixtureFhirServer, load_resources
 
 BUNDLE = {
     "resourceType": "Bundle",
@@ -161,7 +161,7 @@ def test_load_resources_and_cli(tmp_path):
     assert len(loaded) == 6
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "cds_service.fixture_fhir_server", "--port", "0", str(tmp_path)],
+        [sys.executable, "-m", "cds_service.devtools.fixture_fhir_server", "--port", "0", str(tmp_path)],
         stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -12,8 +12,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from cds_service.chart.facts import Code
-from cds_service.knowledge import CPT, ICD10CM, LOINC, SNOMED, Appropriateness, Knowledge
-from cds_service.knowledge_loader import KnowledgeError, load_knowledge
+from cds_service.kb.model import CPT, ICD10CM, LOINC, SNOMED, Appropriateness, Knowledge
+from cds_service.kb.loader import KnowledgeError, load_knowledge
 
 REPO = Path(__file__).resolve().parents[1]
 KB = REPO / "knowledge"

@@ -187,7 +187,7 @@ def test_gunicorn_conf_defaults_and_multiprocess_dir(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("CDS_BIND", "GUNICORN_PID", "_CDS_PROMETHEUS_DIR_OWNER")}
     env.update({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "WEB_CONCURRENCY": "3", "PYTHONPATH": str(REPO)})
     probe = (
-        "import json, os; from cds_service import gunicorn_conf as c; "
+        "import json, os; from cds_service.server import gunicorn_conf as c; "
         "print(json.dumps([c.bind, c.workers, c.worker_class, c.threads, c.preload_app, c.accesslog, "
         "os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR'])]))"
     )

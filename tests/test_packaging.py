@@ -21,12 +21,14 @@ def test_wheel_carries_the_knowledge_base_and_schemas(tmp_path):
     assert shipped_knowledge, "the repository has knowledge files"
     for relative in shipped_knowledge:
         assert f"cds_service/knowledge_data/{relative}" in names, relative
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "cds_service").rglob("*.py")}
+    assert modules - names == set(), "every room of the package ships in the wheel"
     for schema in ("discovery", "request", "response", "feedback"):
-        assert f"cds_service/schemas/{schema}.schema.json" in names
+        assert f"cds_service/hooks/schemas/{schema}.schema.json" in names
 
 
 def test_service_loads_its_knowledge_from_another_directory(tmp_path):
-    code = "from cds_service.knowledge_loader import load_knowledge; print(load_knowledge().version)"
+    code = "from cds_service.kb.loader import load_knowledge; print(load_knowledge().version)"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

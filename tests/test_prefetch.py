@@ -7,9 +7,10 @@ import time
 import pytest
 
 from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed, PrefetchUnavailable
-from cds_service.fhir_client import FhirClient
-from cds_service.fixture_fhir_server import FixtureFhirServer
-from cds_service.protocol.prefetch import complete_prefetch, find_missing_prefetch, render_template
+from cds_service.ehr.fhir_client import FhirClient
+from cds_service.devtools.fixture_fhir_server import FixtureFhirServer
+from cds_service.ehr.prefetch_completion import complete_prefetch
+from cds_service.hooks.prefetch import find_missing_prefetch, render_template
 
 CONTEXT = {
     "patientId": "pat-onc-1",

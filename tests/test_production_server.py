@@ -1,4 +1,4 @@
-"""The production entry point: gunicorn with ``cds_service.gunicorn_conf`` serving ``cds_service.wsgi:app``,
+"""The production entry point: gunicorn with ``cds_service.server.gunicorn_conf`` serving ``cds_service.server.wsgi:app``,
 and the garbage collection it moves out of requests.
 """
 
@@ -14,7 +14,7 @@ import weakref
 import pytest
 import requests
 
-from cds_service.garbage import DEFERRED_YOUNG_THRESHOLD, collect_between_requests, collect_due_generations
+from cds_service.server.garbage import DEFERRED_YOUNG_THRESHOLD, collect_between_requests, collect_due_generations
 from tests.conftest import free_port
 from tests.sandbox_requests import SELECT_ID, order_select, pama_ratings
 
@@ -31,7 +31,7 @@ def gunicorn_server(tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:cds_service.gunicorn_conf", "cds_service.wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "python:cds_service.server.gunicorn_conf", "cds_service.server.wsgi:app"],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"

@@ -6,17 +6,15 @@ shipped format (docs/knowledge.md), written as the dicts an author would write.
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import replace
 
 from msgspec.structs import replace as struct_replace
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, FactKind, MarkerTrend
-from cds_service.knowledge import Appropriateness
+from cds_service.kb.model import Appropriateness
 from cds_service.reasoning.assessment import Outcome
 from cds_service.reasoning.criteria import CriteriaEvaluator, evaluate
 from cds_service.reasoning.engine import assess_order, expected_interval, months_between
@@ -175,37 +173,6 @@ KB = make_kb()
 
 
 # -- marker trends: the chart module's definition of "rising" -----------------------------------------
-
-
-def _stand_in_trend(facts, is_marker, today, window_days, min_rise_fraction) -> MarkerTrend:
-    """Used only until chart/extract.py exists: rising = last ≥ first × (1 + fraction) in window."""
-    pool = tuple(facts)
-    points = sorted(
-        (f for f in pool if is_marker(f) and f.value is not None and f.date and f.date >= today - timedelta(days=window_days)),
-        key=lambda f: f.date,
-    )
-    if len(points) < 2:
-        return MarkerTrend("insufficient-data", tuple(points))
-    first, last = points[0].value, points[-1].value
-    if last >= first * (1 + min_rise_fraction):
-        return MarkerTrend("rising", tuple(points))
-    if last <= first * (1 - min_rise_fraction):
-        return MarkerTrend("falling", tuple(points))
-    return MarkerTrend("stable", tuple(points))
-
-
-@pytest.fixture(autouse=True)
-def chart_trend_function(monkeypatch):
-    """Use the real extract_tumour_marker_trend when it exists, else the stand-in above."""
-    try:
-        from cds_service.chart import extract  # noqa: F401
-        if hasattr(extract, "extract_tumour_marker_trend"):
-            return
-    except ImportError:
-        pass
-    module = types.ModuleType("cds_service.chart.extract")
-    module.extract_tumour_marker_trend = _stand_in_trend
-    monkeypatch.setitem(sys.modules, "cds_service.chart.extract", module)
 
 
 # -- facts used below ---------------------------------------------------------------------------------
@@ -400,7 +367,7 @@ def test_marker_trend_evidence_is_the_series():
 def test_marker_trend_asks_the_chart_module_with_the_options(monkeypatch):
     """One definition of "rising": the criterion passes its options through, and only the value
     set's observations count as markers."""
-    from cds_service.chart import extract
+    from cds_service.chart import marker_trend
 
     calls = []
 
@@ -408,7 +375,7 @@ def test_marker_trend_asks_the_chart_module_with_the_options(monkeypatch):
         calls.append(([f.source for f in facts if is_marker(f)], today, window_days, min_rise_fraction))
         return MarkerTrend("rising", ())
 
-    monkeypatch.setattr(extract, "extract_tumour_marker_trend", spy)
+    monkeypatch.setattr(marker_trend, "extract_tumour_marker_trend", spy)
     facts = chart(scc(1.0, 20, 1), LOW_EGFR, scc(2.0, 10, 2))
     assert evaluate({"marker_trend": "scc-antigen"}, facts, KB).holds
     assert evaluate({"marker_trend": "scc-antigen", "window_days": 90, "min_rise_fraction": 0.5}, facts, KB).holds

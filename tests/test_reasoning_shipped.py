@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, Code, FactKind
-from cds_service.knowledge import ICD10PCS, Appropriateness
+from cds_service.kb.model import ICD10PCS, Appropriateness
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
 from cds_service.reasoning.criteria import CriteriaEvaluator
 from cds_service.reasoning.engine import assess_order
 
 from .reasoning_kb import chart, condition, draft_order, fact, imaging, observation, order_reason, procedure_done
 
-knowledge_loader = pytest.importorskip("cds_service.knowledge_loader")
+knowledge_loader = pytest.importorskip("cds_service.kb.loader")
 
 UA = Appropriateness.USUALLY_APPROPRIATE
 MBA = Appropriateness.MAY_BE_APPROPRIATE

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service import replay
-from cds_service.replay import shift_dates
+from cds_service.devtools import replay
+from cds_service.devtools.replay import shift_dates
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 

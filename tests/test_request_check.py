@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from cds_service.errors import InvalidRequest
-from cds_service.protocol.request import conforms_to_request_schema, decode_hook_body, parse_hook_request
-from cds_service.protocol.schemas import validator
-from cds_service.protocol.services import SERVICES_BY_ID
+from cds_service.hooks.request import conforms_to_request_schema, decode_hook_body, parse_hook_request
+from cds_service.hooks.schemas import validator
+from cds_service.hooks.services import SERVICES_BY_ID
 from tests.sandbox_requests import SELECT_ID, imaging_order, order_select, order_sign
 
 DELETE = object()

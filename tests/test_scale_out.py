@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from cds_service.store import Store
+from cds_service.audit.store import Store
 from tests.conftest import free_port
 from tests.pg_harness import throwaway_schema
 from tests.sandbox_requests import SELECT_ID, order_select

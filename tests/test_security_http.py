@@ -92,7 +92,7 @@ def test_preflight_needs_no_token(secured):
 
 
 def test_production_refuses_to_start_without_trusted_issuers(tmp_path):
-    from cds_service.app import create_app
+    from cds_service.server.app import create_app
 
     with pytest.raises(ValueError, match="TRUSTED_ISSUERS"):
         create_app(Settings(mode="production", database_url=f"sqlite:///{tmp_path}/x.sqlite3"))
@@ -101,7 +101,7 @@ def test_production_refuses_to_start_without_trusted_issuers(tmp_path):
 
 
 def test_development_mode_announces_itself_loudly(tmp_path, capfd):
-    from cds_service.app import create_app
+    from cds_service.server.app import create_app
 
     create_app(Settings(mode="development", database_url=f"sqlite:///{tmp_path}/x.sqlite3")).extensions["cds"].store.close()
     assert "DEVELOPMENT MODE: JWT verification is OFF" in capfd.readouterr().err

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.audit import CardRecord, DecisionRecord, instance_name, patient_hash, resolve_audit_key
-from cds_service.store import SCHEMA_VERSION, Store
+from cds_service.audit.records import CardRecord, DecisionRecord, instance_name, patient_hash, resolve_audit_key
+from cds_service.audit.store import SCHEMA_VERSION, Store
 from tests.pg_harness import pg_schema_url, throwaway_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,7 +297,7 @@ def test_feedback_survives_the_process_dying_right_after_the_acknowledgement(sto
     open_store()  # schema
     code = (
         "import os, sys\n"
-        "from cds_service.store import Store\n"
+        "from cds_service.audit.store import Store\n"
         "s = Store.from_url(sys.argv[1])\n"
         "n = s.record_feedback('svc', [{'card': 'crash-card', 'outcome': 'overridden',"
         " 'outcomeTimestamp': '2025-03-01T12:00:00Z', 'overrideReason': {'userComment': 'x'}}])\n"
@@ -441,7 +441,7 @@ def test_several_processes_starting_at_once_share_schema_and_key(store_url, open
     """Instances (processes) starting together on a new database: one schema, one audit key."""
     code = (
         "import sys\n"
-        "from cds_service.store import Store\n"
+        "from cds_service.audit.store import Store\n"
         "s = Store.from_url(sys.argv[1])\n"
         "s.init_schema()\n"
         "print(s.audit_key().hex(), flush=True)\n"
@@ -530,7 +530,7 @@ def test_repr_hides_the_password():
     assert "s3cret" not in store.url
 
 
-# --------------------------------------------------------------------------- audit.py
+# --------------------------------------------------------------------------- audit/records.py
 
 def test_patient_hash_is_hmac_sha256():
     key = b"k" * 32

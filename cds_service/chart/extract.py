@@ -1,4 +1,4 @@
-"""Prefetch FHIR JSON → :class:`ChartFacts`; tumour-marker series → :class:`MarkerTrend`.
+"""Prefetch FHIR JSON → :class:`ChartFacts` (the readers live in clinical_readers and result_readers).
 
 The chart layer knows FHIR but no medicine. It decides only what FHIR itself says: which
 resources are void (entered-in-error, refuted, not-done...), which date is "the" date of a
@@ -81,13 +81,16 @@ or the referenced Medication's ``code`` when that Medication is in the prefetch)
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any, Callable, Iterable, Mapping
+from datetime import date
+from typing import Any, Callable, Mapping
 
-from .decoding import CodeableConcept, Coding, FhirObject, ImagingSeries, Reference, as_fhir_objects
-from .facts import ChartFacts, ClinicalFact, Code, DraftOrder, FactKind, MarkerTrend
-from .fhirjson import (codings_of, coding_of, fhir_date, is_malformed_concept, number, period_date,
-                       status_code, string, text_of)
+from cds_service.chart.decoding import CodeableConcept, Coding, FhirObject, as_fhir_objects
+from cds_service.chart.facts import ChartFacts, ClinicalFact, DraftOrder, FactKind
+from cds_service.chart.clinical_readers import (read_allergy, read_condition, read_device, read_device_use,
+                                               read_medication, read_procedure)
+from cds_service.chart.reading import Reader, ReadContext
+from cds_service.chart.result_readers import (read_diagnostic_report, read_imaging_study, read_observation,
+                                             read_service_request)
 
 #: How deep Bundles inside Bundles (or lists inside lists) are followed; hostile nesting stops here.
 _MAX_NESTING = 4
@@ -95,20 +98,6 @@ _MAX_NESTING = 4
 # Flags returned while walking one prefetch value.
 _USABLE = 1       # the value held data (possibly an empty search result)
 _ERROR = 2        # an OperationOutcome with an error/fatal issue: the data may be incomplete
-
-V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-#: v2-0074 diagnostic service sections that are imaging (RAD radiology, RX radiograph, CT, NMR,
-#: NMS nuclear medicine, RUS/VUS/OUS/CUS ultrasound, XRC cineradiograph, CTH cardiac catheterisation).
-_IMAGING_SECTIONS = frozenset({"RAD", "RX", "CT", "NMR", "NMS", "RUS", "VUS", "OUS", "CUS", "XRC", "CTH"})
-_LOINC_RADIOLOGY = "LP29684-5"
-_LOINC_PATHOLOGY = "LP7839-6"
-_SNOMED_LABORATORY_PROCEDURE = "108252007"
-
-
-class _Malformed(Exception):
-    """The resource's main element has the wrong JSON shape: skip and count it."""
 
 
 def extract_chart_facts(
@@ -135,7 +124,7 @@ def extract_chart_facts(
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
 
-    context = _Context(gathered.index, order.reference if order is not None else None, is_relevant)
+    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant)
     facts: list[ClinicalFact] = []
     skipped = gathered.skipped
     for resource_type, source, resource in gathered.resources:
@@ -144,7 +133,7 @@ def extract_chart_facts(
             continue  # Patient, Encounter, Medication (used for look-ups), unknown types
         try:
             facts.extend(reader(resource, source, context))
-        except Exception:  # _Malformed, or any shape the readers did not foresee
+        except Exception:  # Malformed, or any shape the readers did not foresee
             skipped += 1
 
     if order is not None:
@@ -265,7 +254,7 @@ class _Gathered:
 _LOOKUP_TYPES = frozenset({"Device", "Medication"})
 #: Types whose facts come from this one CodeableConcept alone (no fallback to another element):
 #: irrelevant ones are dropped while gathering, so their readers need no relevance check. Readers
-#: of the other types check with ``_Context.keeps`` once their codes are known.
+#: of the other types check with ``ReadContext.keeps`` once their codes are known.
 _DECIDING_ELEMENT = {"Condition": "code", "Procedure": "code", "Observation": "code",
                      "ServiceRequest": "code", "AllergyIntolerance": "code", "Device": "type"}
 
@@ -300,350 +289,19 @@ def _is_error_outcome(outcome: Any) -> bool:
 # Readers: one per resource type, each returning the facts of one resource
 
 
-class _Context:
-    """What readers need beyond the resource itself."""
-
-    __slots__ = ("index", "order_reference", "is_relevant")
-
-    def __init__(self, index: dict[str, FhirObject], order_reference: str | None,
-                 is_relevant: Callable[[str, str], bool] | None) -> None:
-        self.index = index
-        self.order_reference = order_reference
-        self.is_relevant = is_relevant
-
-    def keeps(self, codes: Iterable[Code]) -> bool:
-        """Whether a fact with these codes is worth making: it has codes, and one is relevant."""
-        if self.is_relevant is None:
-            return bool(codes)
-        return any(self.is_relevant(c.system, c.code) for c in codes)
-
-    def resolve(self, reference: Any, resource_type: str) -> FhirObject | None:
-        """The prefetched resource a Reference points to ("Device/1" or ".../Device/1"), if any."""
-        if not isinstance(reference, Reference):
-            return None
-        target = reference.reference
-        if not isinstance(target, str):
-            return None
-        parts = target.rstrip("/").rsplit("/", 3)
-        if len(parts) >= 4 and parts[-2] == "_history":  # ".../Device/1/_history/2"
-            parts = parts[:-2]
-        if len(parts) < 2 or parts[-2] != resource_type:
-            return None
-        return self.index.get(f"{resource_type}/{parts[-1]}")
-
-
-Reader = Callable[[FhirObject, str, _Context], "Iterable[ClinicalFact]"]
-
-
-def _codes(concept: Any) -> tuple[Code, ...]:
-    """Usable codings of the resource's main CodeableConcept; a wrong shape skips the resource."""
-    if is_malformed_concept(concept):
-        raise _Malformed
-    return codings_of(concept)
-
-
-def _codes_of_list(concepts: Any) -> tuple[Code, ...]:
-    """Codings of a list of CodeableConcepts (bodySite, category...); tolerant of one object."""
-    if isinstance(concepts, CodeableConcept):
-        return codings_of(concepts)
-    if not isinstance(concepts, list):
-        return ()
-    found: list[Code] = []
-    for concept in concepts:
-        found.extend(codings_of(concept))
-    return tuple(found)
-
-
-def _profiles(resource: FhirObject) -> tuple[str, ...]:
-    meta = resource.meta
-    if not isinstance(meta, dict):
-        return ()
-    profiles = meta.get("profile")
-    if not isinstance(profiles, list):
-        return ()
-    return tuple(p for p in profiles if isinstance(p, str))
-
-
-def _without_duplicates(codes: Iterable[Code]) -> tuple[Code, ...]:
-    return tuple(dict.fromkeys(codes))
-
-
-def _read_condition(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    verification = status_code(resource.verificationStatus)
-    clinical = status_code(resource.clinicalStatus)
-    if verification in ("entered-in-error", "refuted") or clinical == "entered-in-error":
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    if not codes:
-        return ()
-    when = (fhir_date(resource.onsetDateTime)
-            or period_date(resource.onsetPeriod, prefer_end=False)
-            or fhir_date(resource.recordedDate)
-            or fhir_date(resource.dateRecorded)      # DSTU2
-            or fhir_date(resource.assertedDate))     # STU3
-    return (ClinicalFact(
-        kind=FactKind.CONDITION, codes=codes, source=source, date=when, text=text_of(concept),
-        status=clinical, verification=verification,
-        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
-    ),)
-
-
-def _read_procedure(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("not-done", "entered-in-error") or resource.notPerformed is True:  # DSTU2 flag
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    if not codes:
-        return ()
-    when = (fhir_date(resource.performedDateTime)
-            or period_date(resource.performedPeriod, prefer_end=True))
-    return (ClinicalFact(
-        kind=FactKind.PROCEDURE, codes=codes, source=source, date=when, text=text_of(concept),
-        status=status, body_site_codes=_codes_of_list(resource.bodySite),
-        profiles=_profiles(resource),
-    ),)
-
-
-def _read_medication(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("entered-in-error", "not-done", "not-taken"):
-        return ()
-    concept = resource.medicationCodeableConcept
-    codes = _codes(concept)
-    if not codes:
-        medication = context.resolve(resource.medicationReference, "Medication")
-        if medication is not None:
-            concept = medication.code
-            codes = codings_of(concept)
-    if not context.keeps(codes):
-        return ()
-    if resource.resourceType == "MedicationRequest":
-        when = fhir_date(resource.authoredOn)
-    else:
-        when = (fhir_date(resource.effectiveDateTime)
-                or period_date(resource.effectivePeriod, prefer_end=True)
-                or fhir_date(resource.dateAsserted))
-    return (ClinicalFact(
-        kind=FactKind.MEDICATION, codes=codes, source=source, date=when, text=text_of(concept),
-        status=status, profiles=_profiles(resource),
-    ),)
-
-
-def _read_observation(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("entered-in-error", "cancelled"):
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    if not codes:
-        return ()
-    when = (fhir_date(resource.effectiveDateTime)
-            or fhir_date(resource.effectiveInstant)
-            or period_date(resource.effectivePeriod, prefer_end=False)
-            or fhir_date(resource.issued))
-    value = unit = None
-    quantity = resource.valueQuantity
-    if isinstance(quantity, dict):
-        value = number(quantity.get("value"))
-        unit = string(quantity.get("unit")) or string(quantity.get("code"))
-    else:
-        value = number(resource.valueInteger)             # None when absent
-    return (ClinicalFact(
-        kind=FactKind.OBSERVATION, codes=codes, source=source, date=when, text=text_of(concept),
-        status=status, value=value, unit=unit,
-        value_codes=codings_of(resource.valueCodeableConcept),
-        reference_high=_reference_high(resource.referenceRange),
-        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
-    ),)
-
-
-def _reference_high(ranges: Any) -> float | None:
-    if not isinstance(ranges, list) or not ranges or not isinstance(ranges[0], dict):
-        return None
-    high = ranges[0].get("high")
-    return number(high.get("value")) if isinstance(high, dict) else None
-
-
-def _read_device(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("inactive", "entered-in-error"):
-        return ()
-    concept = resource.type
-    codes = _codes(concept)
-    if not codes:
-        return ()
-    return (ClinicalFact(
-        kind=FactKind.DEVICE, codes=codes, source=source, text=text_of(concept) or _device_name(resource),
-        status=status, profiles=_profiles(resource),
-    ),)
-
-
-def _device_name(device: FhirObject) -> str | None:
-    names = device.deviceName
-    if isinstance(names, list) and names and isinstance(names[0], dict):
-        return string(names[0].get("name"))
-    return None
-
-
-def _read_device_use(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status == "entered-in-error":
-        return ()
-    device = resource.device
-    if not isinstance(device, Reference):
-        return ()  # R4 requires it; without it there is nothing to say
-    concept = device.concept                                  # R5 CodeableReference
-    codes = codings_of(concept)
-    if not codes:
-        target = context.resolve(device, "Device")           # R4 Reference to a prefetched Device
-        if target is not None:
-            concept = target.type
-            codes = codings_of(concept)
-    if not context.keeps(codes):
-        return ()
-    when = (fhir_date(resource.timingDateTime)
-            or period_date(resource.timingPeriod, prefer_end=False)
-            or fhir_date(resource.recordedOn))
-    return (ClinicalFact(
-        kind=FactKind.DEVICE, codes=codes, source=source, date=when,
-        text=text_of(concept) or string(device.display), status=status,
-        body_site_codes=_codes_of_list(resource.bodySite), profiles=_profiles(resource),
-    ),)
-
-
-_VOID_ALLERGY_STATUSES = frozenset({"resolved", "inactive", "refuted", "entered-in-error"})
-
-
-def _read_allergy(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    clinical = status_code(resource.clinicalStatus)
-    verification = status_code(resource.verificationStatus)
-    legacy_status = string(resource.status)            # DSTU2 mixes both into "status"
-    if (clinical in _VOID_ALLERGY_STATUSES or verification in _VOID_ALLERGY_STATUSES
-            or legacy_status in _VOID_ALLERGY_STATUSES):
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    if not codes and concept is None:
-        concept = resource.substance                   # DSTU2
-        codes = codings_of(concept)
-    if not context.keeps(codes):
-        return ()
-    when = fhir_date(resource.onsetDateTime) or fhir_date(resource.recordedDate)
-    return (ClinicalFact(
-        kind=FactKind.ALLERGY, codes=codes, source=source, date=when, text=text_of(concept),
-        status=clinical or legacy_status, verification=verification, profiles=_profiles(resource),
-    ),)
-
-
-def _read_imaging_study(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("entered-in-error", "cancelled"):
-        return ()
-    procedure_codes = resource.procedureCode
-    codes: list[Code] = list(_codes_of_list(procedure_codes))
-    modalities = resource.modality
-    if isinstance(modalities, list):
-        codes.extend(c for c in map(coding_of, modalities) if c is not None)
-    series = resource.series
-    if isinstance(series, list):
-        for one in series:
-            if isinstance(one, ImagingSeries):
-                modality = coding_of(one.modality)
-                if modality is not None:
-                    codes.append(modality)
-    if not context.keeps(codes):
-        return ()
-    text = string(resource.description)
-    if text is None and isinstance(procedure_codes, list) and procedure_codes:
-        text = text_of(procedure_codes[0])
-    return (ClinicalFact(
-        kind=FactKind.IMAGING, codes=_without_duplicates(codes), source=source,
-        date=fhir_date(resource.started), text=text, status=status, profiles=_profiles(resource),
-    ),)
-
-
-def _read_diagnostic_report(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    status = string(resource.status)
-    if status in ("entered-in-error", "cancelled"):
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    category_codes = _codes_of_list(resource.category)
-    when = (fhir_date(resource.effectiveDateTime)
-            or period_date(resource.effectivePeriod, prefer_end=False)
-            or fhir_date(resource.issued))
-    profiles = _profiles(resource)
-    facts: list[ClinicalFact] = []
-    if context.keeps(codes + category_codes) and _is_imaging_report(category_codes):
-        facts.append(ClinicalFact(
-            kind=FactKind.IMAGING, codes=_without_duplicates(codes + category_codes), source=source,
-            date=when, text=text_of(concept), status=status, profiles=profiles,
-        ))
-    conclusions = resource.conclusionCode
-    if isinstance(conclusions, list):
-        for conclusion in conclusions:
-            conclusion_codes = codings_of(conclusion)
-            if context.keeps(conclusion_codes):
-                facts.append(ClinicalFact(
-                    kind=FactKind.FINDING, codes=conclusion_codes, source=source, date=when,
-                    text=text_of(conclusion), status=status, profiles=profiles,
-                ))
-    return facts
-
-
-def _is_imaging_report(category_codes: tuple[Code, ...]) -> bool:
-    """Imaging unless the category clearly says otherwise (pragmatic: most EHRs omit it)."""
-    clearly_not_imaging = False
-    for code in category_codes:
-        if code.system == V2_0074:
-            if code.code in _IMAGING_SECTIONS:
-                return True
-            clearly_not_imaging = True
-        elif code.system == LOINC:
-            if code.code == _LOINC_RADIOLOGY:
-                return True
-            if code.code == _LOINC_PATHOLOGY:
-                clearly_not_imaging = True
-    return not clearly_not_imaging
-
-
-def _read_service_request(resource: FhirObject, source: str, context: _Context) -> Iterable[ClinicalFact]:
-    # Only a *completed* request is a prior study; drafts and active orders are not facts, and the
-    # order being rated never counts as its own prior imaging.
-    if resource.status != "completed" or source == context.order_reference:
-        return ()
-    if any(c.system == SNOMED and c.code == _SNOMED_LABORATORY_PROCEDURE
-           for c in _codes_of_list(resource.category)):
-        return ()
-    concept = resource.code
-    codes = _codes(concept)
-    if not codes:
-        return ()
-    when = (fhir_date(resource.occurrenceDateTime)
-            or period_date(resource.occurrencePeriod, prefer_end=False)
-            or fhir_date(resource.authoredOn))
-    return (ClinicalFact(
-        kind=FactKind.IMAGING, codes=codes, source=source, date=when, text=text_of(concept),
-        status="completed", body_site_codes=_codes_of_list(resource.bodySite),
-        profiles=_profiles(resource),
-    ),)
-
-
 _READERS: dict[str, Reader] = {
-    "Condition": _read_condition,
-    "Procedure": _read_procedure,
-    "MedicationRequest": _read_medication,
-    "MedicationAdministration": _read_medication,
-    "MedicationStatement": _read_medication,
-    "Observation": _read_observation,
-    "Device": _read_device,
-    "DeviceUseStatement": _read_device_use,
-    "AllergyIntolerance": _read_allergy,
-    "ImagingStudy": _read_imaging_study,
-    "DiagnosticReport": _read_diagnostic_report,
-    "ServiceRequest": _read_service_request,
+    "Condition": read_condition,
+    "Procedure": read_procedure,
+    "MedicationRequest": read_medication,
+    "MedicationAdministration": read_medication,
+    "MedicationStatement": read_medication,
+    "Observation": read_observation,
+    "Device": read_device,
+    "DeviceUseStatement": read_device_use,
+    "AllergyIntolerance": read_allergy,
+    "ImagingStudy": read_imaging_study,
+    "DiagnosticReport": read_diagnostic_report,
+    "ServiceRequest": read_service_request,
 }
 
 
@@ -652,93 +310,3 @@ def _order_reasons(order: DraftOrder, today: date) -> list[ClinicalFact]:
     return [ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
                          text=code.display)
             for code in order.reason_codes]
-
-
-# ---------------------------------------------------------------------------------------------
-# Tumour-marker trend
-
-
-def extract_tumour_marker_trend(
-    facts: Iterable[ClinicalFact],
-    is_marker: Callable[[ClinicalFact], bool],
-    today: date,
-    window_days: int = 365,
-    min_rise_fraction: float = 0.2,
-) -> MarkerTrend:
-    """Whether a tumour marker is rising, falling or stable over the recent window.
-
-    Definition (``f`` = ``min_rise_fraction``, e.g. 0.2 = 20 %):
-
-    1. **Points.** Facts for which ``is_marker(fact)`` holds that have a numeric value and a date
-       with ``today - window_days <= date <= today`` (future-dated results are ignored). They are
-       ordered by date; when several fall on the same date only the one listed *last* is kept
-       (dates have no time of day, and a later entry usually corrects an earlier one).
-    2. **Units.** Only points whose unit matches the unit of the latest point are compared
-       (case-insensitive, surrounding spaces ignored); a point without a unit is compatible with
-       any. If the latest point has no unit, the unit of the most recent point that has one is
-       used. Points in other units are dropped, never converted.
-    3. **Fewer than 2 points** → ``"insufficient-data"``.
-    4. **Rising** when all of these hold, with *latest* and *previous* the last two points and
-       *nadir* the lowest value among the points:
-
-       * latest > previous and latest − previous ≥ f × |previous|;
-       * latest > nadir and latest − nadir ≥ f × |nadir| (for non-negative values this follows
-         from the first condition; it is stated so that the rule reads "rising from the nadir");
-       * if the latest point carries a reference-range upper limit (``reference_high``), the
-         latest value is strictly above it (a rise within the normal range is not "rising").
-    5. **Falling** when latest < previous and previous − latest ≥ f × |previous|.
-    6. Otherwise **stable** (including a ≥ f rise that stays within the reference range).
-
-    "At least f" is inclusive (a tiny tolerance absorbs floating-point error, so 10 → 12 with
-    f = 0.2 is rising). ``points`` in the result are the compared points, oldest → newest.
-    """
-    window_start = today - timedelta(days=window_days)
-    by_date: dict[date, ClinicalFact] = {}
-    for fact in facts:
-        if fact.value is None or fact.date is None or not window_start <= fact.date <= today:
-            continue
-        if not is_marker(fact):
-            continue
-        by_date.pop(fact.date, None)  # the later-listed fact wins its date
-        by_date[fact.date] = fact
-    points = sorted(by_date.values(), key=_date_of)
-    points = _same_unit_as_latest(points)
-    if len(points) < 2:
-        return MarkerTrend("insufficient-data", tuple(points))
-
-    values = [p.value for p in points if p.value is not None]  # all of them; narrows the type
-    latest, previous, nadir = values[-1], values[-2], min(values)
-    high = points[-1].reference_high
-    if (_rose_by(previous, latest, min_rise_fraction) and _rose_by(nadir, latest, min_rise_fraction)
-            and (high is None or latest > high)):
-        direction = "rising"
-    elif _fell_by(previous, latest, min_rise_fraction):
-        direction = "falling"
-    else:
-        direction = "stable"
-    return MarkerTrend(direction, tuple(points))
-
-
-def _date_of(fact: ClinicalFact) -> date:
-    return fact.date or date.min
-
-
-def _rose_by(old: float, new: float, fraction: float) -> bool:
-    """``new`` exceeds ``old`` by at least ``fraction`` of |old| (inclusive, float-tolerant)."""
-    return new > old and new - old >= fraction * abs(old) - 1e-9 * max(1.0, abs(old))
-
-
-def _fell_by(old: float, new: float, fraction: float) -> bool:
-    """``new`` is below ``old`` by at least ``fraction`` of |old| (inclusive, float-tolerant)."""
-    return new < old and old - new >= fraction * abs(old) - 1e-9 * max(1.0, abs(old))
-
-
-def _same_unit_as_latest(points: list[ClinicalFact]) -> list[ClinicalFact]:
-    reference_unit = None
-    for point in reversed(points):
-        if point.unit is not None:
-            reference_unit = point.unit.strip().lower()
-            break
-    if reference_unit is None:
-        return points
-    return [p for p in points if p.unit is None or p.unit.strip().lower() == reference_unit]

@@ -16,8 +16,8 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from .decoding import CodeableConcept, Coding
-from .facts import Code
+from cds_service.chart.decoding import CodeableConcept, Coding
+from cds_service.chart.facts import Code
 
 # FHIR date / dateTime / instant: "2024", "2024-05", "2024-05-17", "2024-05-17T10:00:00+02:00".
 # The time part is not checked: only the calendar date is used.

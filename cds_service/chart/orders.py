@@ -43,9 +43,9 @@ import msgspec
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept as _CodeableConceptModel
 
-from .decoding import as_codeable_concept
-from .facts import Code, DraftOrder
-from .fhirjson import codings_of, text_of
+from cds_service.chart.decoding import as_codeable_concept
+from cds_service.chart.facts import Code, DraftOrder
+from cds_service.chart.fhirjson import codings_of, text_of
 
 #: Pydantic error types that mean "wrong JSON type", as opposed to "not strictly valid R4".
 #: ``json_invalid``: pydantic tried to read a string as a JSON object; ``model_validation_format``:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ..chart.facts import ClinicalFact, DraftOrder
-from ..knowledge import Appropriateness, Contraindication, Procedure, Recommendation, Scenario
+from cds_service.chart.facts import ClinicalFact, DraftOrder
+from cds_service.kb.model import Appropriateness, Contraindication, Procedure, Recommendation, Scenario
 
 
 class Outcome(str, Enum):

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterable
 
-from ..chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
-from ..knowledge import Criterion, Knowledge, ValueSet
-from .assessment import Evidence
+from cds_service.chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
+from cds_service.kb.model import Criterion, Knowledge, ValueSet
+from cds_service.reasoning.assessment import Evidence
 
 __all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
 
@@ -328,7 +328,7 @@ class CriteriaEvaluator:
 
     def _marker_trend(self, criterion: Criterion) -> CriterionResult:
         """Delegates "rising" to the chart module, so the service has one definition of it."""
-        from ..chart.extract import extract_tumour_marker_trend
+        from cds_service.chart.marker_trend import extract_tumour_marker_trend
 
         valueset = self._valueset(criterion["marker_trend"])
         wanted = criterion.get("trend", DEFAULT_TREND)

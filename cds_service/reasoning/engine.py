@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from ..chart.facts import ChartFacts, ClinicalFact, DraftOrder
-from ..knowledge import (
+from cds_service.chart.facts import ChartFacts, ClinicalFact, DraftOrder
+from cds_service.kb.model import (
     Appropriateness,
     Knowledge,
     Procedure,
@@ -42,7 +42,7 @@ from ..knowledge import (
     SurveillanceSchedule,
     normalise_code,
 )
-from .assessment import (
+from cds_service.reasoning.assessment import (
     ActiveContraindication,
     Evidence,
     OrderAssessment,
@@ -50,7 +50,7 @@ from .assessment import (
     ScanRating,
     SurveillanceNotice,
 )
-from .criteria import CriteriaEvaluator, CriterionResult, newest_first
+from cds_service.reasoning.criteria import CriteriaEvaluator, CriterionResult, newest_first
 
 __all__ = [
     "assess_order",

@@ -1,0 +1,143 @@
+"""Audit export: decisions (with their cards) and feedback as CSV or JSON, streamed row by row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from typing import Any, Iterator, Mapping, Sequence, TextIO
+
+from cds_service.audit.backend import Tx, utc
+
+DECISION_FIELDS = (
+    "id", "decided_at", "service_id", "hook", "hook_instance", "patient_hash", "order_codes",
+    "order_ref", "scenario_id", "rating", "pama_rating", "outcome", "knowledge_version",
+    "consult_id", "latency_ms", "instance", "cards",
+)
+
+
+FEEDBACK_FIELDS = (
+    "id", "received_at", "service_id", "card_uuid", "outcome", "outcome_timestamp",
+    "accepted_suggestions", "override_reason_system", "override_reason_code",
+    "override_reason_display", "has_user_comment", "decision_id", "hook_instance", "instance",
+)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """UTC ISO-8601 with microseconds and ``Z`` (exports)."""
+    return None if value is None else utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _CsvOut:
+    def __init__(self, out: TextIO, fields: Sequence[str]):
+        self._fields = fields
+        self._writer = csv.writer(out)
+        self._writer.writerow(fields)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow([self._cell(row[f]) for f in self._fields])
+
+    @staticmethod
+    def _cell(value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (list, dict)):
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, str) and value.startswith(_FORMULA_START):
+            return "'" + value
+        return value
+
+    def finish(self) -> None:
+        pass
+
+
+class _JsonOut:
+    def __init__(self, out: TextIO):
+        self._out = out
+        self._count = 0
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._out.write(("[\n" if self._count == 0 else ",\n") + json.dumps(row, ensure_ascii=False))
+        self._count += 1
+
+    def finish(self) -> None:
+        self._out.write("\n]\n" if self._count else "[]\n")
+
+
+def check_export_request(what: str, fmt: str) -> None:
+    if what not in ("decisions", "feedback"):
+        raise ValueError(f"export what must be 'decisions' or 'feedback', not {what!r}")
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"export format must be 'csv' or 'json', not {fmt!r}")
+
+
+def write_export(tx: Tx, what: str, fmt: str, out: TextIO, since: datetime | None) -> int:
+    """Write ``decisions`` or ``feedback`` (oldest first) as ``csv`` or ``json``; rows written.
+
+    JSON is one array of objects (written row by row); in CSV, list-valued columns hold
+    JSON arrays and text that a spreadsheet would run as a formula is prefixed with ``'``.
+    ``since`` keeps decisions decided (feedback received) at or after that instant.
+    """
+    check_export_request(what, fmt)
+    fields = DECISION_FIELDS if what == "decisions" else FEEDBACK_FIELDS
+    rows_of = _decision_rows if what == "decisions" else _feedback_rows
+    writer = _CsvOut(out, fields) if fmt == "csv" else _JsonOut(out)  # nothing written before connecting
+    count = 0
+    for row in rows_of(tx, since):
+        writer.write(row)
+        count += 1
+    writer.finish()
+    return count
+
+
+def _decision_rows(tx: Tx, since: datetime | None) -> Iterator[dict]:
+    sql = ("SELECT d.id, d.decided_at, d.service_id, d.hook, d.hook_instance, d.patient_hash, "
+           "d.order_codes, d.order_ref, d.scenario_id, d.rating, d.pama_rating, d.outcome, "
+           "d.knowledge_version, d.consult_id, d.latency_ms, d.instance, "
+           "c.uuid, c.indicator, c.summary, c.suggestion_uuids "
+           "FROM decisions d LEFT JOIN cards c ON c.decision_id = d.id")
+    params: tuple = ()
+    if since is not None:
+        sql += " WHERE d.decided_at >= ?"
+        params = (tx.ts(since),)
+    sql += " ORDER BY d.decided_at, d.id, c.position"
+    current: dict | None = None
+    for r in tx.stream(sql, params):
+        if current is None or current["id"] != r[0]:
+            if current is not None:
+                yield current
+            current = dict(zip(DECISION_FIELDS[:16], r[:16]))
+            current["decided_at"] = iso_utc(tx.from_ts(r[1]))
+            current["order_codes"] = json.loads(r[6])
+            current["cards"] = []
+        if r[16] is not None:
+            current["cards"].append({"uuid": r[16], "indicator": r[17], "summary": r[18],
+                                     "suggestion_uuids": json.loads(r[19])})
+    if current is not None:
+        yield current
+
+def _feedback_rows(tx: Tx, since: datetime | None) -> Iterator[dict]:
+    # Feedback that arrived before its decision was stored is resolved here, late.
+    sql = ("SELECT f.id, f.received_at, f.service_id, f.card_uuid, f.outcome, f.outcome_timestamp, "
+           "f.accepted_suggestions, f.override_reason_system, f.override_reason_code, "
+           "f.override_reason_display, f.has_user_comment, COALESCE(f.decision_id, c.decision_id), "
+           "COALESCE(f.hook_instance, d.hook_instance), f.instance "
+           "FROM feedback f LEFT JOIN cards c ON c.uuid = f.card_uuid "
+           "LEFT JOIN decisions d ON d.id = c.decision_id")
+    params: tuple = ()
+    if since is not None:
+        sql += " WHERE f.received_at >= ?"
+        params = (tx.ts(since),)
+    sql += " ORDER BY f.received_at, f.id"
+    for r in tx.stream(sql, params):
+        row = dict(zip(FEEDBACK_FIELDS, r))
+        row["received_at"] = iso_utc(tx.from_ts(r[1]))
+        row["outcome_timestamp"] = iso_utc(tx.from_ts(r[5]))
+        row["accepted_suggestions"] = json.loads(r[6])
+        row["has_user_comment"] = bool(r[10])
+        yield row

@@ -1,0 +1,60 @@
+"""The machine-readable rating of each order: an ``update`` of its ServiceRequest carrying the
+Argonaut PAMA extensions (rating, consult id, qualified CDS mechanism consulted, AUC applied)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from cds_service import codes
+from cds_service.hooks.response import Action
+from cds_service.kb.model import Appropriateness, Scenario
+from cds_service.reasoning.assessment import OrderAssessment, Outcome
+
+def pama_code_of(assessment: OrderAssessment) -> str:
+    if assessment.outcome is Outcome.RATED and assessment.rating:
+        return assessment.rating.rating.pama_code
+    return "no-criteria-apply"
+
+
+def rating_extensions(
+    rating: Appropriateness | None, scenario: Scenario | None, qcdsm_id: str, consult_id: str
+) -> list[dict]:
+    """The Argonaut PAMA extensions; the Argonaut coding comes first (the sandbox shows coding[0])."""
+    coding = [{"system": codes.PAMA_RATING_SYSTEM, "code": rating.pama_code if rating else "no-criteria-apply"}]
+    if rating:
+        coding.append({"system": codes.APPROPRIATENESS_SYSTEM, "code": rating.value, "display": rating.label})
+    extensions = [
+        {"url": codes.PAMA_RATING, "valueCodeableConcept": {"coding": coding}},
+        {"url": codes.PAMA_QCDSM_CONSULTED, "valueString": qcdsm_id},
+        {"url": codes.PAMA_CONSULT_ID, "valueUri": consult_id},
+    ]
+    if scenario:
+        extensions.append({"url": codes.PAMA_AUC_APPLIED, "valueUri": f"{codes.AUC_APPLIED_BASE}/{scenario.id}"})
+    return extensions
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of decoded JSON: a JSON round trip is several times faster than ``deepcopy``
+    (msgspec's, because it keeps integers of any size, as the request's decoder does)."""
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+def with_extensions(resource: dict, extensions: list[dict]) -> dict:
+    """A copy of ``resource`` whose earlier PAMA extensions are replaced by ``extensions``."""
+    updated = _json_copy(resource)
+    kept = [e for e in updated.get("extension") or [] if not (isinstance(e, dict) and e.get("url") in codes.PAMA_EXTENSIONS)]
+    updated["extension"] = kept + extensions
+    return updated
+
+
+def rating_action(assessment: OrderAssessment, qcdsm_id: str, consult_id: str) -> Action:
+    rating = assessment.rating.rating if assessment.outcome is Outcome.RATED and assessment.rating else None
+    extensions = rating_extensions(rating, assessment.scenario, qcdsm_id, consult_id)
+    label = rating.label if rating else "no criteria apply"
+    return Action(
+        type="update",
+        description=f"Attach appropriateness rating ({label}) to the order",
+        resource=with_extensions(assessment.order.resource, extensions),
+    )

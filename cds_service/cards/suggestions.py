@@ -1,0 +1,70 @@
+"""Suggestions a clinician accepts with one click: switch to the recommended study, or cancel."""
+
+from __future__ import annotations
+
+from cds_service.cards.rating import rating_extensions, with_extensions
+from cds_service.hooks.response import Action, Suggestion, new_uuid
+from cds_service.kb.model import Procedure
+from cds_service.reasoning.assessment import OrderAssessment, ScanRating
+
+def switch_suggestion(
+    assessment: OrderAssessment,
+    target: Procedure,
+    target_rating: ScanRating | None,
+    qcdsm_id: str,
+) -> Suggestion:
+    """Replace the draft order's study; the new ServiceRequest carries its own rating (the sandbox needs it)."""
+    rating = target_rating.rating if target_rating else None
+    extensions = rating_extensions(rating, assessment.scenario, qcdsm_id, f"urn:uuid:{new_uuid()}")
+    resource = with_extensions(assessment.order.resource, extensions)
+    resource["code"] = {"text": target.name}
+    codings = target_codings(target, _ordered_part(assessment))
+    if codings:
+        resource["code"]["coding"] = codings
+    return Suggestion(
+        label=f"Order {target.name} instead",
+        is_recommended=True,
+        actions=(Action(type="update", description=f"Change the order to {target.name}", resource=resource),),
+    )
+
+
+def target_codings(target: Procedure, ordered_part: str | None) -> list[dict]:
+    """The codes of the suggested study, in the first code system the catalogue has for it (CPT first).
+
+    Codes that carry a ``part`` name a region or a component: when the ordered code named a region,
+    the same region of the new study is kept (thoracic MRI → thoracic CT myelography); otherwise all
+    parts are listed (MRI abdomen + MRI pelvis make one "MRI abdomen and pelvis" study).
+    """
+    primary = target.primary_code()
+    if primary is None:
+        return []
+    same_system = [c for c in target.codes if c.system == primary.system]
+    parted = [c for c in same_system if c.part]
+    if ordered_part and parted:
+        match = next((c for c in parted if _same_region(c.part, ordered_part)), None)
+        if match:
+            return [{"system": match.system, "code": match.code}]
+    if parted and len(parted) == len(same_system) and len({c.part for c in parted}) == len(parted) and not ordered_part:
+        return [{"system": c.system, "code": c.code} for c in parted]
+    return [{"system": primary.system, "code": primary.code}]
+
+
+def _same_region(a: str, b: str) -> bool:
+    # "lumbar" (MRI) and "lumbosacral" (myelography) name the same region in different code sets.
+    return a == b or a[:4] == b[:4]
+
+
+def _ordered_part(assessment: OrderAssessment) -> str | None:
+    if not assessment.ordered:
+        return None
+    ordered = {(c.system, c.code) for c in assessment.order.codes}
+    return next((c.part for c in assessment.ordered.codes if c.part and (c.system, c.code) in ordered), None)
+
+
+def cancel_suggestion(assessment: OrderAssessment) -> Suggestion:
+    reference = assessment.order.reference or "ServiceRequest/unknown"
+    return Suggestion(
+        label="Cancel this order",
+        is_recommended=True,
+        actions=(Action(type="delete", description="Remove the draft imaging order", resource_id=reference),),
+    )

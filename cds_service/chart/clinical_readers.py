@@ -1,0 +1,145 @@
+"""Readers of the clinical record: problems (Condition), treatments (Procedure, medications),
+devices and allergies. Each returns the facts of one resource and raises ``Malformed`` on a
+coded element of the wrong shape (the resource is then skipped and counted)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cds_service.chart.decoding import FhirObject, Reference
+from cds_service.chart.facts import ClinicalFact, FactKind
+from cds_service.chart.fhirjson import codings_of, fhir_date, period_date, status_code, string, text_of
+from cds_service.chart.reading import ReadContext, codes_of_list, main_codes, profiles_of
+
+def read_condition(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    verification = status_code(resource.verificationStatus)
+    clinical = status_code(resource.clinicalStatus)
+    if verification in ("entered-in-error", "refuted") or clinical == "entered-in-error":
+        return ()
+    concept = resource.code
+    codes = main_codes(concept)
+    if not codes:
+        return ()
+    when = (fhir_date(resource.onsetDateTime)
+            or period_date(resource.onsetPeriod, prefer_end=False)
+            or fhir_date(resource.recordedDate)
+            or fhir_date(resource.dateRecorded)      # DSTU2
+            or fhir_date(resource.assertedDate))     # STU3
+    return (ClinicalFact(
+        kind=FactKind.CONDITION, codes=codes, source=source, date=when, text=text_of(concept),
+        status=clinical, verification=verification,
+        body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource),
+    ),)
+
+
+def read_procedure(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
+    if status in ("not-done", "entered-in-error") or resource.notPerformed is True:  # DSTU2 flag
+        return ()
+    concept = resource.code
+    codes = main_codes(concept)
+    if not codes:
+        return ()
+    when = (fhir_date(resource.performedDateTime)
+            or period_date(resource.performedPeriod, prefer_end=True))
+    return (ClinicalFact(
+        kind=FactKind.PROCEDURE, codes=codes, source=source, date=when, text=text_of(concept),
+        status=status, body_site_codes=codes_of_list(resource.bodySite),
+        profiles=profiles_of(resource),
+    ),)
+
+
+def read_medication(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
+    if status in ("entered-in-error", "not-done", "not-taken"):
+        return ()
+    concept = resource.medicationCodeableConcept
+    codes = main_codes(concept)
+    if not codes:
+        medication = context.resolve(resource.medicationReference, "Medication")
+        if medication is not None:
+            concept = medication.code
+            codes = codings_of(concept)
+    if not context.keeps(codes):
+        return ()
+    if resource.resourceType == "MedicationRequest":
+        when = fhir_date(resource.authoredOn)
+    else:
+        when = (fhir_date(resource.effectiveDateTime)
+                or period_date(resource.effectivePeriod, prefer_end=True)
+                or fhir_date(resource.dateAsserted))
+    return (ClinicalFact(
+        kind=FactKind.MEDICATION, codes=codes, source=source, date=when, text=text_of(concept),
+        status=status, profiles=profiles_of(resource),
+    ),)
+
+
+def read_device(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
+    if status in ("inactive", "entered-in-error"):
+        return ()
+    concept = resource.type
+    codes = main_codes(concept)
+    if not codes:
+        return ()
+    return (ClinicalFact(
+        kind=FactKind.DEVICE, codes=codes, source=source, text=text_of(concept) or _device_name(resource),
+        status=status, profiles=profiles_of(resource),
+    ),)
+
+
+def _device_name(device: FhirObject) -> str | None:
+    names = device.deviceName
+    if isinstance(names, list) and names and isinstance(names[0], dict):
+        return string(names[0].get("name"))
+    return None
+
+
+def read_device_use(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    status = string(resource.status)
+    if status == "entered-in-error":
+        return ()
+    device = resource.device
+    if not isinstance(device, Reference):
+        return ()  # R4 requires it; without it there is nothing to say
+    concept = device.concept                                  # R5 CodeableReference
+    codes = codings_of(concept)
+    if not codes:
+        target = context.resolve(device, "Device")           # R4 Reference to a prefetched Device
+        if target is not None:
+            concept = target.type
+            codes = codings_of(concept)
+    if not context.keeps(codes):
+        return ()
+    when = (fhir_date(resource.timingDateTime)
+            or period_date(resource.timingPeriod, prefer_end=False)
+            or fhir_date(resource.recordedOn))
+    return (ClinicalFact(
+        kind=FactKind.DEVICE, codes=codes, source=source, date=when,
+        text=text_of(concept) or string(device.display), status=status,
+        body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource),
+    ),)
+
+
+_VOID_ALLERGY_STATUSES = frozenset({"resolved", "inactive", "refuted", "entered-in-error"})
+
+
+def read_allergy(resource: FhirObject, source: str, context: ReadContext) -> Iterable[ClinicalFact]:
+    clinical = status_code(resource.clinicalStatus)
+    verification = status_code(resource.verificationStatus)
+    legacy_status = string(resource.status)            # DSTU2 mixes both into "status"
+    if (clinical in _VOID_ALLERGY_STATUSES or verification in _VOID_ALLERGY_STATUSES
+            or legacy_status in _VOID_ALLERGY_STATUSES):
+        return ()
+    concept = resource.code
+    codes = main_codes(concept)
+    if not codes and concept is None:
+        concept = resource.substance                   # DSTU2
+        codes = codings_of(concept)
+    if not context.keeps(codes):
+        return ()
+    when = fhir_date(resource.onsetDateTime) or fhir_date(resource.recordedDate)
+    return (ClinicalFact(
+        kind=FactKind.ALLERGY, codes=codes, source=source, date=when, text=text_of(concept),
+        status=clinical or legacy_status, verification=verification, profiles=profiles_of(resource),
+    ),)

@@ -1,0 +1,1 @@
+"""Developer tools that production never imports: the fixture replay and the fixture FHIR server."""

@@ -1,0 +1,1 @@
+"""Outbound access to the EHR: the allow-listed FHIR client and prefetch completion."""

@@ -1,0 +1,38 @@
+"""The JSON Schemas (Draft 2020-12) of the CDS Hooks documents this service reads and writes."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from jsonschema import Draft202012Validator
+
+SCHEMA_NAMES = ("discovery", "request", "response", "feedback")
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    """A compiled validator for ``cds_service/hooks/schemas/{name}.schema.json``."""
+    text = resources.files("cds_service.hooks").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def problems(name: str, document: object, limit: int = 10) -> list[str]:
+    """Readable validation problems, e.g. ``context.selections: [] should be non-empty``."""
+    if validator(name).is_valid(document):  # the common case, several times cheaper than iter_errors
+        return []
+    found = []
+    for error in sorted(validator(name).iter_errors(document), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path) or "(body)"
+        found.append(f"{where}: {_short(error.message)}")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _short(message: str, limit: int = 200) -> str:
+    # jsonschema quotes the offending instance, which may be large (or carry PHI): keep it short.
+    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -1,0 +1,285 @@
+"""Load the knowledge base: JSON files → schema validation → reference checks → typed model.
+
+``load_knowledge()`` reads the packaged base (``cds_service.knowledge_data``, the repository's
+``knowledge/`` directory) or a replacement directory, then any extra directories (site or licensed
+criteria). Every file is validated against ``knowledge/schema/knowledge.schema.json`` (Draft
+2020-12), then every cross-reference is checked: sources, value sets, procedures, definitions,
+override reasons, duplicate ids. All problems are collected and raised together as one
+:class:`KnowledgeError` whose message lists ``file: JSON path: problem`` per line, so an author
+fixes a file in one pass. The format is documented in docs/knowledge.md.
+
+Run ``python -m cds_service check-knowledge [DIR...]`` (or ``python -m cds_service.kb.loader``)
+to validate without starting the service.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+
+from cds_service.kb.references import Document, MergedDocuments, RawDocuments, ReferenceChecker, merge_documents
+from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_problems
+from cds_service.kb.model import (
+    Appropriateness,
+    CodeEntry,
+    Contraindication,
+    Knowledge,
+    OverrideReason,
+    Preference,
+    Procedure,
+    RadiationLevel,
+    Recommendation,
+    Scenario,
+    ScenarioRating,
+    Source,
+    SurveillanceSchedule,
+    ValueSet,
+    normalise_code,
+    SYSTEM_ALIASES,
+)
+
+__all__ = ["KnowledgeError", "load_knowledge", "validate_directories", "main"]
+
+
+#: Files the base directory must have (extra directories may hold any subset).
+BASE_REQUIRED = ("manifest.json", "sources.json", "procedures.json", "valuesets.json")
+
+
+class KnowledgeError(Exception):
+    """The knowledge base is invalid. ``problems`` holds one ``file: path: problem`` line each."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        header = f"{count} problem{'s' if count != 1 else ''} in the knowledge base:"
+        super().__init__("\n".join([header, *("  " + p for p in self.problems)]))
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r} in one JSON object")
+        result[key] = value
+    return result
+
+
+def _read_json(node: Traversable) -> Any:
+    return json.loads(node.read_text(encoding="utf-8"), object_pairs_hook=_reject_duplicate_keys)
+
+
+def _as_node(directory: str | Path | Traversable) -> Traversable:
+    return Path(directory) if isinstance(directory, (str, Path)) else directory
+
+
+def _label(root_label: str, *parts: str) -> str:
+    return "/".join([root_label.rstrip("/"), *parts]) if root_label else "/".join(parts)
+
+
+# -- collecting the raw documents --------------------------------------------------------------
+
+
+def _collect(directory: Traversable, label: str, is_base: bool, raw: RawDocuments) -> None:
+    if not directory.is_dir():
+        raw.problems.append(f"{label}: not a directory")
+        return
+    entries = {entry.name: entry for entry in directory.iterdir()}
+    if is_base:
+        for name in BASE_REQUIRED:
+            if name not in entries:
+                raw.problems.append(f"{_label(label, name)}: required file is missing")
+    for name in sorted(entries):
+        entry = entries[name]
+        if entry.is_dir():
+            if name == "scenarios":
+                for scenario_file in sorted(entry.iterdir(), key=lambda e: e.name):
+                    if scenario_file.name.endswith(".json"):
+                        _load_doc(scenario_file, _label(label, "scenarios", scenario_file.name), SCENARIO_KIND, raw, is_base)
+            continue  # schema/, __pycache__/ and other folders are not knowledge
+        if not name.endswith(".json"):
+            continue  # __init__.py, README.md, …
+        kind = FILE_KINDS.get(name)
+        if kind is None:
+            raw.problems.append(
+                f"{_label(label, name)}: unknown knowledge file (expected one of {', '.join(FILE_KINDS)} or scenarios/*.json)"
+            )
+            continue
+        _load_doc(entry, _label(label, name), kind, raw, is_base)
+
+
+def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_base: bool) -> None:
+    try:
+        data = _read_json(node)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raw.problems.append(f"{label}: $: not valid JSON: {exc}")
+        return
+    problems = schema_problems(kind, data, label)
+    if problems:
+        raw.problems.extend(problems)
+        return
+    raw.docs.append(Document(label, kind, data, is_base))
+
+
+# -- merging and reference checks --------------------------------------------------------------
+
+
+# -- building the typed model ------------------------------------------------------------------
+
+
+def _code_entry(raw: Mapping[str, Any]) -> CodeEntry:
+    system = SYSTEM_ALIASES.get(raw["system"], raw["system"])
+    return CodeEntry(system=system, code=raw["code"].strip(), source=raw["source"], confidence=raw["confidence"],
+                     display=raw.get("display"), part=raw.get("part"))
+
+
+def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]) -> Knowledge:
+    sources = {
+        sid: Source(id=sid, title=s["title"], citation=s["citation"], kind=s["kind"], url=s.get("url"), note=s.get("note"))
+        for sid, (_, s) in merged.sources.items()
+    }
+    procedures: dict[str, Procedure] = {}
+    code_index: dict[tuple[str, str], list[Procedure]] = {}
+    for pid, (_, p) in merged.procedures.items():
+        radiation = p["radiation"]
+        procedure = Procedure(
+            id=pid, name=p["name"], modality=p["modality"], body_region=p["body_region"], contrast=p["contrast"],
+            radiation=RadiationLevel(level=radiation["level"], source=radiation.get("source"),
+                                     adult_dose=radiation.get("adult_dose")),
+            codes=tuple(_code_entry(c) for c in p["codes"]),
+            requires=tuple(p.get("requires", ())), category=p.get("category", "imaging"),
+        )
+        procedures[pid] = procedure
+        for entry in procedure.codes:
+            bucket = code_index.setdefault(normalise_code(entry.system, entry.code), [])
+            if procedure not in bucket:
+                bucket.append(procedure)
+    valuesets = {}
+    for vid, (_, v) in merged.valuesets.items():
+        entries = tuple(_code_entry(c) for c in v["codes"])
+        valuesets[vid] = ValueSet(
+            id=vid, title=v["title"],
+            codes=frozenset(normalise_code(e.system, e.code) for e in entries),
+            prefixes=tuple(normalise_code(x["system"], x["prefix"]) for x in v.get("prefixes", ())),
+            entries=entries,
+        )
+    contraindications = tuple(
+        Contraindication(id=cid, label=c["label"], blocks=tuple(c["blocks"]), when=c["when"],
+                         sources=tuple(c["sources"]), severity=c.get("severity", "block"))
+        for cid, (_, c) in merged.contraindications.items()
+    )
+    override_reasons = {code: OverrideReason(code=code, display=o["display"]) for code, (_, o) in merged.override_reasons.items()}
+    scenarios = [_scenario(s) for _, (_, s) in merged.scenarios.items()]
+    scenarios.sort(key=lambda s: -s.priority)  # stable: ties keep load order (base files by name, then extras)
+    version = "+".join([base_version, *extra_versions])
+    return Knowledge(
+        version=version, sources=sources, procedures=procedures, valuesets=valuesets,
+        definitions={name: criterion for name, (_, criterion) in merged.definitions.items()},
+        contraindications=contraindications, scenarios=tuple(scenarios), override_reasons=override_reasons,
+        code_index={key: tuple(value) for key, value in code_index.items()},
+    )
+
+
+def _scenario(s: Mapping[str, Any]) -> Scenario:
+    surveillance = None
+    if s.get("surveillance"):
+        sv = s["surveillance"]
+        surveillance = SurveillanceSchedule(
+            procedures=tuple(sv["procedures"]), anchor=sv["anchor"],
+            intervals=tuple((i.get("until_month"), i["every_months"]) for i in sv["intervals"]),
+            tolerance_days=sv.get("tolerance_days", 14), source=tuple(sv["sources"]),
+        )
+    return Scenario(
+        id=s["id"], title=s["title"], phase=s["phase"], cancer_site=s["cancer_site"], priority=s["priority"],
+        when=s["when"],
+        ratings=tuple(
+            ScenarioRating(procedure=r["procedure"], rating=Appropriateness(r["rating"]), sources=tuple(r["sources"]),
+                           confidence=r["confidence"], when=r.get("when"), note=r.get("note"))
+            for r in s["ratings"]
+        ),
+        preferred=tuple(
+            Preference(procedure=p["procedure"], when=p.get("when"),
+                       min_rating=Appropriateness(p.get("min_rating", Appropriateness.USUALLY_APPROPRIATE.value)))
+            for p in s.get("preferred", ())
+        ),
+        sources=tuple(s["sources"]), acr_topic=s.get("acr_topic"), variant=s.get("variant"),
+        summary=s["summary"], advice=s.get("advice", ""),
+        low_value_surveillance=s.get("low_value_surveillance", False), surveillance=surveillance,
+        recommendations=tuple(
+            Recommendation(id=r["id"], when=r["when"], summary=r["summary"], detail=r["detail"], indicator=r["indicator"],
+                           sources=tuple(r["sources"]), suggest=r.get("suggest"), applies_to=tuple(r.get("applies_to", ())))
+            for r in s.get("recommendations", ())
+        ),
+        override_reasons=tuple(s.get("override_reasons", ())),
+        covers=tuple(s.get("covers", ())),
+    )
+
+
+# -- entry points ------------------------------------------------------------------------------
+
+
+def _default_base() -> Traversable:
+    return resources.files(PACKAGE)
+
+
+def load_knowledge(
+    base_dir: str | Path | None = None,
+    extra_dirs: Sequence[str | Path] = (),
+) -> Knowledge:
+    """Load, validate and cross-check the knowledge base; raise :class:`KnowledgeError` listing every problem.
+
+    ``base_dir`` replaces the packaged knowledge (``cds_service.knowledge_data``); ``extra_dirs`` are
+    loaded on top of it, in order. An extra directory may add sources, procedures, value sets,
+    definitions, contraindications, override reasons and scenarios, but never redefine an id.
+    """
+    raw = RawDocuments()
+    base = _as_node(base_dir) if base_dir else _default_base()
+    base_label = str(base_dir) if base_dir else "knowledge"
+    _collect(base, base_label, True, raw)
+    for extra in extra_dirs:
+        _collect(_as_node(extra), str(extra), False, raw)
+    if raw.problems:
+        # Files that are not well-formed are left out, so reference checks would only add noise
+        # ("unknown definition" for every name of a broken definitions.json): report these first.
+        raise KnowledgeError(raw.problems)
+    merged = merge_documents(raw)
+    ReferenceChecker(merged, raw.problems).run()
+    if raw.problems:
+        raise KnowledgeError(raw.problems)
+    base_versions = [m["knowledge_version"] for from_base, m in merged.manifests if from_base]
+    extra_versions = [m["knowledge_version"] for from_base, m in merged.manifests if not from_base]
+    base_version = base_versions[0] if base_versions else "unknown"
+    return _build(merged, base_version, extra_versions)
+
+
+def validate_directories(base_dir: str | Path | None, extra_dirs: Iterable[str | Path]) -> list[str]:
+    """Problems found (empty when valid); for tools that want a list rather than an exception."""
+    try:
+        load_knowledge(base_dir, tuple(extra_dirs))
+    except KnowledgeError as error:
+        return error.problems
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cds_service.kb.loader [EXTRA_DIR...]``: validate and print a summary."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        knowledge = load_knowledge(None, args)
+    except KnowledgeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"knowledge {knowledge.version}: {len(knowledge.scenarios)} scenarios, {len(knowledge.procedures)} procedures, "
+          f"{len(knowledge.valuesets)} value sets, {len(knowledge.sources)} sources: OK")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

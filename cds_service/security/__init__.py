@@ -1,0 +1,1 @@
+"""Who may call us: JWT verification of CDS Clients (issuer allow-list, key sets, claims, replay)."""

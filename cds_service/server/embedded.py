@@ -1,0 +1,43 @@
+"""The embedded HTTP server: ``serve`` (development) and a service on loopback in a thread (replay).
+
+Werkzeug's threaded server reads requests in the thread that answers them and has no header or
+body read timeouts, so it is for development and tests only; production runs gunicorn behind a
+buffering reverse proxy (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+
+from werkzeug.serving import make_server
+
+from cds_service.config import Settings
+from cds_service.server.app import create_app
+
+
+def run_development_server(host: str, port: int) -> int:
+    """``python -m cds_service serve``: the service with the settings of the environment."""
+    settings = Settings.from_env()
+    if "CDS_PUBLIC_BASE_URL" not in os.environ:
+        settings = replace(settings, public_base_url=f"http://{host}:{port}")
+    app = create_app(settings)
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    return 0
+
+
+class BackgroundService:
+    """The service on a real loopback HTTP server (ephemeral port), served from a daemon thread."""
+
+    def __init__(self, settings: Settings, *, name: str = "cds-service"):
+        self.app = create_app(settings)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=name)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self.app.extensions["cds"].store.close()
