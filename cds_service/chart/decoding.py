@@ -89,7 +89,9 @@ class FhirObject(_Element):
     id: Any = None
     meta: Any = None
     status: Any = None
-    # Bundle, Bundle.entry, OperationOutcome
+    # Bundle (``link``/``total``: a paged prefetch is read to its end), Bundle.entry, OperationOutcome
+    link: Any = None
+    total: Any = None
     entry: Union[list[AnyJsonValue], dict, str, int, float, bool, None] = None
     resource: AnyJsonValue = None
     fullUrl: Any = None

@@ -16,6 +16,8 @@ attacker-controlled input. :class:`FhirClient` therefore:
 A merged search result is one ``searchset`` Bundle. When pages were left unread (``max_pages``
 reached, or a next link pointing outside the base), the merged Bundle keeps that
 ``link[next]`` so that callers can tell the result is incomplete; it is never fetched.
+:meth:`FhirClient.fetch_next_pages` follows the next link of a Bundle read by someone else (the
+EHR's paged prefetch) under the same rules; ``prefetch_completion`` refuses incomplete results.
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ class _Origin:
         netloc = host if self.port == default else f"{host}:{self.port}"
         path = "".join("/" + segment for segment in self.path)
         return f"{self.scheme}://{netloc}{path}"
+
+
+@dataclass(frozen=True)
+class Pages:
+    """The entries of the pages read by following ``link[next]``, and the first link left unread.
+
+    ``stopped`` says why a link was left unread: ``"limit"`` (``max_pages`` reached) or
+    ``"outside"`` (not under the base, or a page already read); ``None`` when the search is complete.
+    """
+
+    entries: list
+    unread_next: str | None
+    stopped: str | None
 
 
 def _normalise_host(raw: str) -> tuple[str, bool] | None:
@@ -250,41 +265,55 @@ class FhirClient:
         Raises :class:`FhirServerNotAllowed` (before any I/O) or :class:`FhirFetchFailed`.
         An ``OperationOutcome`` answered with 200 is returned as it is.
         """
-        origin = self._allowed_origin(base_url)
-        if origin is None:
-            raise FhirServerNotAllowed("fhirServer is not on the allow-list of FHIR servers")
+        origin = self._checked_origin(base_url)
         resource_type = _check_query(query)
-        headers = {"Accept": FHIR_JSON}
-        if access_token:
-            if not isinstance(access_token, str) or _CONTROL.search(access_token):
-                raise FhirFetchFailed("FHIR access token is malformed")
-            headers["Authorization"] = f"Bearer {access_token}"
-
+        headers = _headers(access_token)
         url = f"{origin.url()}/{query}"
         first = self._get_json(url, headers, resource_type)
         next_url = _next_link(first)
         if first.get("resourceType") != "Bundle" or next_url is None:
             return first
+        pages = self._read_pages(origin, headers, resource_type, next_url, seen={url})
+        merged: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        if "total" in first:
+            merged["total"] = first["total"]
+        if pages.unread_next is not None:
+            merged["link"] = [{"relation": "next", "url": pages.unread_next}]
+        merged["entry"] = list(_entries(first)) + pages.entries
+        return merged
 
-        entries = list(_entries(first))
-        seen = {url}
-        pages = 1
-        unread_next: str | None = None
+    def may_follow(self, base_url: str, next_url: Any) -> bool:
+        """Whether ``next_url`` is a page this client would read for ``base_url`` (no I/O)."""
+        origin = self._allowed_origin(base_url)
+        return origin is not None and _lies_under(origin, next_url)
+
+    def fetch_next_pages(self, base_url: str, next_url: str, access_token: str | None,
+                         *, pages_read: int = 1) -> "Pages":
+        """Read the pages from ``next_url`` on (a paged Bundle someone else read, e.g. the EHR's prefetch).
+
+        ``pages_read`` counts the pages already read, so that ``max_pages`` bounds the whole search.
+        Pages are read only under ``base_url``, itself allow-listed; raises like :meth:`fetch`.
+        """
+        origin = self._checked_origin(base_url)
+        return self._read_pages(origin, _headers(access_token), "search", next_url, seen=set(), pages=pages_read)
+
+    def _checked_origin(self, base_url: Any) -> _Origin:
+        origin = self._allowed_origin(base_url)
+        if origin is None:
+            raise FhirServerNotAllowed("fhirServer is not on the allow-list of FHIR servers")
+        return origin
+
+    def _read_pages(self, origin: _Origin, headers: dict[str, str], resource_type: str, next_url: str | None,
+                    *, seen: set[str], pages: int = 1) -> "Pages":
+        """Follow ``link[next]`` under ``origin`` up to ``max_pages`` pages in all; the first unread link is kept."""
+        entries: list = []
         while next_url is not None:
-            next_origin = _parse_origin(_strip_query(next_url))
-            if (
-                next_origin is None
-                or not origin.contains(next_origin)
-                or not _is_safe_next(next_url)
-                or next_url in seen
-            ):
+            if not _lies_under(origin, next_url) or next_url in seen:
                 log.warning("FHIR %s search: next link outside the base or repeated; not followed", resource_type)
-                unread_next = next_url
-                break
+                return Pages(entries, next_url, "outside")
             if pages >= self.max_pages:
                 log.warning("FHIR %s search: stopped after %d pages", resource_type, pages)
-                unread_next = next_url
-                break
+                return Pages(entries, next_url, "limit")
             seen.add(next_url)
             page = self._get_json(next_url, headers, resource_type)
             if page.get("resourceType") != "Bundle":
@@ -292,14 +321,7 @@ class FhirClient:
             entries.extend(_entries(page))
             pages += 1
             next_url = _next_link(page)
-
-        merged: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-        if "total" in first:
-            merged["total"] = first["total"]
-        if unread_next is not None:
-            merged["link"] = [{"relation": "next", "url": unread_next}]
-        merged["entry"] = entries
-        return merged
+        return Pages(entries, None, None)
 
     def _get_json(self, url: str, headers: dict[str, str], resource_type: str) -> dict:
         what = f"FHIR {resource_type} request"
@@ -360,12 +382,21 @@ class FhirClient:
         return bytes(buffer)
 
 
-def _strip_query(url: str) -> str:
-    return url.split("?", 1)[0]
+def _lies_under(origin: _Origin, url: Any) -> bool:
+    """An absolute URL under ``origin`` with nothing that could smuggle it elsewhere."""
+    if not isinstance(url, str) or _CONTROL_OR_SPACE.search(url) or "\\" in url or "#" in url:
+        return False
+    target = _parse_origin(url.split("?", 1)[0])
+    return target is not None and origin.contains(target)
 
 
-def _is_safe_next(url: str) -> bool:
-    return not (_CONTROL_OR_SPACE.search(url) or "\\" in url or "#" in url)
+def _headers(access_token: Any) -> dict[str, str]:
+    headers = {"Accept": FHIR_JSON}
+    if access_token:
+        if not isinstance(access_token, str) or _CONTROL.search(access_token):
+            raise FhirFetchFailed("FHIR access token is malformed")
+        headers["Authorization"] = f"Bearer {access_token}"
+    return headers
 
 
 def _next_link(bundle: dict) -> str | None:
