@@ -70,6 +70,7 @@ class DecisionService:
             self.knowledge,
             qcdsm_id=self.settings.qcdsm_id,
             cards_when_appropriate=self.settings.cards_when_appropriate,
+            evidence_base_url=self.settings.public_base_url,
         )
         latency_ms = (time.perf_counter() - started) * 1000
         self._audit(request, service, rated, latency_ms)

@@ -161,7 +161,12 @@ def test_rating_action_echoes_the_order_with_its_own_content_and_a_fresh_rating(
     assert f'"valueInteger":{big}' in response.text
     [action] = response.json()["extension"]["systemActions"]
     echoed = action["resource"]
-    assert echoed["note"] == order["note"] and echoed["code"] == order["code"]
+    assert echoed["note"] == order["note"] and echoed["code"]["text"] == order["code"]["text"]
+    # The codes come back as sent; a coding sent without a display gets the study's name (issue 11:
+    # an EHR redrawing the order from this update must still show which study it is).
+    assert [(c["system"], c["code"]) for c in echoed["code"]["coding"]] == [
+        (c["system"], c["code"]) for c in order["code"]["coding"]]
+    assert all(c["display"] == "Whole-body bone scan" for c in echoed["code"]["coding"])
     urls = [e["url"] for e in echoed["extension"]]
     assert urls.count("http://fhir.org/argonaut/Extension/pama-rating") == 1
     assert urls[0] == "http://example.org/fhir/site-priority"

@@ -28,10 +28,12 @@ ALLOWED = {
     "security": {"errors"},
     "reasoning": {"chart", "kb"},
     "cards": {"chart", "kb", "reasoning", "hooks", "codes"},
+    # Evidence pages say what the cards say, in the same words (cards.wording), from the knowledge only.
+    "evidence": {"kb", "cards"},
     "audit": {"config"},
     "decision": {"audit", "cards", "chart", "config", "ehr", "errors", "hooks", "kb", "observability", "reasoning"},
     "server": {"audit", "chart", "config", "decision", "ehr", "errors", "hooks", "kb", "observability",
-               "security", "cards", "reasoning"},
+               "security", "cards", "reasoning", "evidence"},
     "devtools": {"codes", "config", "hooks", "kb", "server", "chart"},
     # Entry points: the command line reaches every room (developer commands included).
     "cli": {"audit", "devtools", "kb", "server", "config"},

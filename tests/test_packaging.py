@@ -25,6 +25,8 @@ def test_wheel_carries_the_knowledge_base_and_schemas(tmp_path):
     assert modules - names == set(), "every room of the package ships in the wheel"
     for schema in ("discovery", "request", "response", "feedback"):
         assert f"cds_service/hooks/schemas/{schema}.schema.json" in names
+    for template in ("page.html", "evidence.css"):  # the evidence pages the cards link to
+        assert f"cds_service/evidence/templates/{template}" in names
 
 
 def test_service_loads_its_knowledge_from_another_directory(tmp_path):

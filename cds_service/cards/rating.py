@@ -9,7 +9,7 @@ import msgspec
 
 from cds_service import codes
 from cds_service.hooks.response import Action
-from cds_service.kb.model import Appropriateness, Scenario
+from cds_service.kb.model import Appropriateness, Procedure, Scenario, normalise_code
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
 
 def pama_code_of(assessment: OrderAssessment) -> str:
@@ -53,8 +53,28 @@ def rating_action(assessment: OrderAssessment, qcdsm_id: str, consult_id: str) -
     rating = assessment.rating.rating if assessment.outcome is Outcome.RATED and assessment.rating else None
     extensions = rating_extensions(rating, assessment.scenario, qcdsm_id, consult_id)
     label = rating.label if rating else "no criteria apply"
+    resource = with_extensions(assessment.order.resource, extensions)
+    if assessment.ordered is not None:
+        name_the_study(resource, assessment.ordered)
     return Action(
         type="update",
         description=f"Attach appropriateness rating ({label}) to the order",
-        resource=with_extensions(assessment.order.resource, extensions),
+        resource=resource,
     )
+
+
+def name_the_study(resource: dict, procedure: Procedure) -> None:
+    """Give the (copied) order's code a ``text`` and its catalogue codings a ``display`` where the
+    order had none, so an EHR that redraws the order from this update still shows the study's name."""
+    code = resource.get("code")
+    if not isinstance(code, dict):
+        return
+    if not (isinstance(code.get("text"), str) and code["text"].strip()):
+        code["text"] = procedure.name
+    ours = {normalise_code(entry.system, entry.code) for entry in procedure.codes}
+    for coding in code.get("coding") or []:
+        if not isinstance(coding, dict) or (isinstance(coding.get("display"), str) and coding["display"].strip()):
+            continue
+        system, value = coding.get("system"), coding.get("code")
+        if isinstance(system, str) and isinstance(value, str) and normalise_code(system, value) in ours:
+            coding["display"] = procedure.name

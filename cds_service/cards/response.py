@@ -4,14 +4,20 @@ Card policy lives here and nowhere else:
 
 * every rated order gets a machine-readable rating (an ``update`` of its ServiceRequest carrying the
   Argonaut ``pama-rating`` extensions), under both ``systemActions`` and ``extension.systemActions``;
-* a Usually Not Appropriate order gets a warning, with a one-click switch to the recommended study,
-  or — for low-value surveillance — a suggestion to cancel;
-* a May Be Appropriate order, or one the scenario does not rate, gets an info card when a Usually
-  Appropriate study exists for this patient;
+* a Usually Not Appropriate order gets a warning with a one-click switch (an ``update``, which every
+  EHR and the CDS Hooks sandbox can apply) to the recommended study; a low-value surveillance scan
+  gets "Cancel this order (no imaging now)", after the switch when a better study exists;
+* a May Be Appropriate order gets an info card when a Usually Appropriate study exists for this patient;
+* a study the recognised scenario does not rate gets an info card naming the scenario's preferred
+  study, with a switch — never a bare "no criteria apply" — unless the scenario's own advice cards
+  already speak to that order;
 * an order whose study a recorded contraindication rules out gets a warning with the alternative;
 * surveillance repeated earlier than the schedule, and scenario advice (e.g. biopsy first), get cards;
 * an order that is already right is rated but gets no card ("quiet when right") unless configured;
 * an order nothing applies to gets nothing at all.
+
+What a card says, and in how many words, is in :mod:`cds_service.cards.detail`; each card links to
+the scenario's evidence page (every rating, the rules in plain words, the sources).
 """
 
 from __future__ import annotations
@@ -19,17 +25,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-
 from cds_service import codes
-from cds_service.chart.facts import ClinicalFact
-from cds_service.kb.model import Appropriateness, Knowledge, Scenario
-from cds_service.hooks.response import Action, Card, Coding, Link, Source, Suggestion, new_uuid, to_json
-from cds_service.reasoning.assessment import OrderAssessment, Outcome
+from cds_service.cards import wording
+from cds_service.cards.detail import order_detail, provenance_line
 from cds_service.cards.rating import pama_code_of, rating_action
 from cds_service.cards.suggestions import cancel_suggestion, switch_suggestion
+from cds_service.hooks.response import Action, Card, Coding, Link, Source, Suggestion, to_json
+from cds_service.hooks.response import new_uuid
+from cds_service.kb.model import Appropriateness, Knowledge, Scenario
+from cds_service.reasoning.assessment import OrderAssessment, Outcome, ScanRating
+from cds_service.reasoning.engine import is_ruled_out
 
-SOURCE_LABEL = "Oncology imaging appropriateness (ACR AC)"
 SUMMARY_LIMIT = 139
+LINK_LABEL_LIMIT = 100
+UA = Appropriateness.USUALLY_APPROPRIATE
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,38 @@ class RatedOrder:
     cards: tuple[Card, ...]
 
 
+@dataclass(frozen=True)
+class _Context:
+    knowledge: Knowledge
+    qcdsm_id: str
+    cards_when_appropriate: bool
+    evidence_base_url: str | None
+
+
+@dataclass(frozen=True)
+class _Advice:
+    """What the main card of an order says: its colour, its summary and the study to switch to."""
+
+    indicator: str
+    summaries: tuple[str, ...]       # best first; the first under 140 characters is used
+    instead: ScanRating | None = None
+    why_instead: str = ""
+    cancel: bool = False
+
+
 def build_response(
     assessments: Iterable[OrderAssessment],
     knowledge: Knowledge,
     *,
     qcdsm_id: str,
     cards_when_appropriate: bool = False,
+    evidence_base_url: str | None = None,
 ) -> tuple[dict, list[RatedOrder]]:
-    """The JSON response body, plus per-order results for the audit log."""
+    """The JSON response body, plus per-order results for the audit log.
+
+    :param evidence_base_url: the service's public base URL; cards link to ``{it}/evidence/{scenario}``.
+    """
+    context = _Context(knowledge, qcdsm_id, cards_when_appropriate, evidence_base_url)
     cards: list[Card] = []
     actions: list[Action] = []
     rated: list[RatedOrder] = []
@@ -59,7 +92,7 @@ def build_response(
             consult_id = f"urn:uuid:{new_uuid()}"
             pama_code = pama_code_of(assessment)
             actions.append(rating_action(assessment, qcdsm_id, consult_id))
-        order_cards = tuple(_cards_for(assessment, knowledge, qcdsm_id, cards_when_appropriate))
+        order_cards = tuple(_cards_for(assessment, context))
         cards.extend(order_cards)
         rated.append(RatedOrder(assessment, pama_code, consult_id, order_cards))
 
@@ -72,183 +105,162 @@ def build_response(
     return body, rated
 
 
-# --- rating extensions -------------------------------------------------------------------------
+# --- which cards -------------------------------------------------------------------------------
 
 
-# --- cards -------------------------------------------------------------------------------------
-
-
-def _cards_for(
-    assessment: OrderAssessment, knowledge: Knowledge, qcdsm_id: str, cards_when_appropriate: bool
-) -> Iterable[Card]:
+def _cards_for(assessment: OrderAssessment, context: _Context) -> Iterable[Card]:
     if assessment.outcome is Outcome.NOT_RATED or assessment.scenario is None:
         return
-    main = _main_card(assessment, knowledge, qcdsm_id, cards_when_appropriate)
-    if main:
-        yield main
+    advice_cards = [_recommendation_card(assessment, item, context) for item in assessment.recommendations]
     if assessment.surveillance:
-        yield _surveillance_card(assessment, knowledge)
-    for recommendation in assessment.recommendations:
-        suggestions = ()
-        if recommendation.suggest and recommendation.suggest in knowledge.procedures:
-            target = knowledge.procedures[recommendation.suggest]
-            suggestions = (switch_suggestion(assessment, target, None, qcdsm_id),)
-        yield Card(
-            summary=_fit(recommendation.summary),
-            indicator=recommendation.indicator,
-            source=_source(assessment.scenario, knowledge),
-            detail=recommendation.detail + "\n\n" + _sources_markdown(recommendation.sources, knowledge),
-            suggestions=suggestions,
-            selection_behavior="at-most-one" if suggestions else None,
-            override_reasons=_override_reasons(assessment.scenario, knowledge),
-            links=_links(assessment.scenario, knowledge),
-        )
+        advice_cards.insert(0, _surveillance_card(assessment, context))
+    advice = _advice(assessment, context.cards_when_appropriate, explained=bool(advice_cards))
+    if advice is not None:
+        yield _main_card(assessment, advice, context)
+    yield from advice_cards
 
 
-def _main_card(
-    assessment: OrderAssessment, knowledge: Knowledge, qcdsm_id: str, cards_when_appropriate: bool
-) -> Card | None:
-    scenario, ordered = assessment.scenario, assessment.ordered
-    rating = assessment.rating.rating if assessment.rating else None
-    recommended = assessment.recommended
-    blocked = assessment.ordered_blocked_by
-    ordered_name = ordered.name if ordered else "This study"
-
-    suggestions: list[Suggestion] = []
+def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explained: bool) -> _Advice | None:
+    scenario, rating = assessment.scenario, assessment.rating
+    ordered = assessment.ordered.name if assessment.ordered else "This study"
+    recommended, blocked = assessment.recommended, assessment.ordered_blocked_by
+    phrase = _phrase(scenario)
     if assessment.recommend_cancel:
-        indicator = "warning"
-        summary = f"Low-value scan: {ordered_name} is {rating.label} in {_phrase(scenario)}"
-        suggestions.append(cancel_suggestion(assessment))
-    elif blocked and recommended:
-        indicator = "warning"
+        label = rating.rating.label
+        tail = f"consider {recommended.procedure.name} or no imaging" if recommended else "no imaging is advised now"
+        return _Advice("warning", (f"Low-value scan: {ordered} is {label} in {phrase}; {tail}",
+                                   f"Low-value scan: {ordered} is {label} here; {tail}",
+                                   f"Low-value scan: {ordered} is {label} here"), recommended, cancel=True)
+    if blocked and recommended:
         reasons = "; ".join(b.contraindication.label for b in blocked)
-        summary = f"{ordered_name} may be unsafe here ({reasons}); consider {recommended.procedure.name}"
-    elif rating is Appropriateness.USUALLY_NOT_APPROPRIATE:
-        indicator = "warning"
-        summary = f"{ordered_name} is Usually Not Appropriate in {_phrase(scenario)}"
+        return _Advice("warning", (f"{ordered} may be unsafe here ({reasons}); consider {recommended.procedure.name}",
+                                   f"{ordered} may be unsafe here; consider {recommended.procedure.name}"),
+                       recommended, why_instead=f"Not ruled out by {reasons[0].lower()}{reasons[1:]}.")
+    if rating and rating.rating is Appropriateness.USUALLY_NOT_APPROPRIATE:
         if recommended:
-            summary = f"{ordered_name} is Usually Not Appropriate here; {recommended.procedure.name} is preferred"
-    elif recommended and (rating is Appropriateness.MAY_BE_APPROPRIATE or assessment.outcome is Outcome.NO_CRITERIA_APPLY):
-        indicator = "info"
-        summary = f"{recommended.procedure.name} is the Usually Appropriate study in {_phrase(scenario)}"
-    elif blocked:
-        indicator = "warning"
-        summary = f"Check safety: {blocked[0].contraindication.label}"
-    elif cards_when_appropriate and rating:
-        indicator = "info"
-        summary = f"{ordered_name} is {rating.label} in {_phrase(scenario)}"
-    else:
-        return None
-
-    if recommended and not assessment.recommend_cancel:
-        suggestions.append(switch_suggestion(assessment, recommended.procedure, recommended, qcdsm_id))
-    return Card(
-        summary=_fit(summary, fallback=f"{ordered_name}: see imaging appropriateness advice"),
-        indicator=indicator,
-        source=_source(scenario, knowledge),
-        detail=_detail(assessment, knowledge),
-        suggestions=tuple(suggestions),
-        selection_behavior="at-most-one" if suggestions else None,
-        override_reasons=_override_reasons(scenario, knowledge),
-        links=_links(scenario, knowledge),
-    )
+            return _Advice("warning", (f"{ordered} is Usually Not Appropriate here; {recommended.procedure.name} "
+                                       "is preferred",), recommended)
+        return _Advice("warning", (f"{ordered} is Usually Not Appropriate in {phrase}",
+                                   f"{ordered} is Usually Not Appropriate here"))
+    if rating and rating.rating is Appropriateness.MAY_BE_APPROPRIATE and recommended:
+        return _Advice("info", (f"{recommended.procedure.name} is the Usually Appropriate study in {phrase}",
+                                f"{recommended.procedure.name} is the Usually Appropriate study here"), recommended)
+    if assessment.outcome is Outcome.NO_CRITERIA_APPLY and not explained:
+        return _unrated_advice(assessment, ordered, phrase)
+    if blocked:
+        return _Advice("warning", (f"Check safety: {blocked[0].contraindication.label}",))
+    if cards_when_appropriate and rating:
+        return _Advice("info", (f"{ordered} is {rating.rating.label} in {phrase}",
+                                f"{ordered} is {rating.rating.label} here"))
+    return None
 
 
-def _surveillance_card(assessment: OrderAssessment, knowledge: Knowledge) -> Card:
+def _unrated_advice(assessment: OrderAssessment, ordered: str, phrase: str) -> _Advice:
+    """A study the recognised scenario does not rate: say so, and name the study it does prefer."""
+    instead = assessment.recommended or preferred_study(assessment)
+    if instead is None:
+        return _Advice("info", (f"{ordered} is not rated for {phrase}; see the scenario's ratings",
+                                f"{ordered} is not rated for this scenario; see its ratings"))
+    name = instead.procedure.name
+    return _Advice("info", (f"{ordered} is not rated for {phrase}; {name} is the Usually Appropriate study",
+                            f"{ordered} is not rated here; {name} is the Usually Appropriate study",
+                            f"Not rated here; {name} is the Usually Appropriate study"),
+                   instead, why_instead="The preferred study for this scenario, if the order is for this question.")
+
+
+def preferred_study(assessment: OrderAssessment) -> ScanRating | None:
+    """The scenario's first preferred study that is Usually Appropriate for this patient and not ruled
+    out by a recorded contraindication (the table holds only ratings whose conditions hold)."""
+    rows = {row.procedure.id: row for row in assessment.table}
+    ordered_id = assessment.ordered.id if assessment.ordered else None
+    for preference in assessment.scenario.preferred:
+        row = rows.get(preference.procedure)
+        if row and row.rating is UA and row.procedure.id != ordered_id \
+                and not is_ruled_out(row.procedure, assessment.contraindications):
+            return row
+    return None
+
+
+# --- the cards ---------------------------------------------------------------------------------
+
+
+def _main_card(assessment: OrderAssessment, advice: _Advice, context: _Context) -> Card:
+    suggestions: list[Suggestion] = []
+    if advice.instead is not None:
+        suggestions.append(switch_suggestion(assessment, advice.instead.procedure, advice.instead, context.qcdsm_id))
+    if advice.cancel:
+        suggestions.append(cancel_suggestion(assessment, recommended=not suggestions))
+    detail = order_detail(assessment, context.knowledge, context.evidence_base_url, advice.instead,
+                          advice.why_instead, no_imaging=advice.cancel)
+    return _card(assessment.scenario, context, summary=_fit(*advice.summaries), indicator=advice.indicator,
+                 detail=detail, suggestions=tuple(suggestions))
+
+
+def _surveillance_card(assessment: OrderAssessment, context: _Context) -> Card:
     notice = assessment.surveillance
-    last = notice.last_study
-    summary = (
-        f"Earlier than the surveillance schedule: last study {notice.days_since_last} days ago, "
-        f"schedule is every {notice.expected_interval_months} months"
-    )
+    when = notice.last_study.date.isoformat() if notice.last_study.date else "an undated day"
+    study = assessment.ordered.name if assessment.ordered else "study"
+    months = notice.expected_interval_months
+    at = f" at month {notice.months_since_anchor} after treatment" if notice.months_since_anchor is not None else ""
     lines = [
-        f"The last matching study was on {_date(last)} ({last.source}); the schedule for "
-        f"{_phrase(assessment.scenario)} expects one every {notice.expected_interval_months} months"
-        + (f" at month {notice.months_since_anchor} after treatment." if notice.months_since_anchor is not None else "."),
-        "",
-        "Consider keeping to the schedule unless new symptoms or findings justify an earlier study.",
+        f"**Last {study}:** {when}, {notice.days_since_last} days ago; the schedule{at} is one every {months} months.",
+        "**Consider:** keeping to the schedule unless new symptoms or findings justify an earlier study.",
     ]
     schedule = assessment.scenario.surveillance
-    if schedule and schedule.source:
-        lines += ["", _sources_markdown(schedule.source, knowledge)]
+    lines.append(provenance_line(assessment.scenario, context.knowledge, context.evidence_base_url,
+                                 tuple(schedule.source) if schedule else ()))
+    summary = (f"Earlier than the surveillance schedule: last study {notice.days_since_last} days ago, "
+               f"schedule is every {months} months")
+    return _card(assessment.scenario, context, summary=_fit(summary, "Earlier than the surveillance schedule"),
+                 indicator="info", detail="\n\n".join(lines))
+
+
+def _recommendation_card(assessment: OrderAssessment, recommendation, context: _Context) -> Card:
+    knowledge = context.knowledge
+    suggestions: tuple[Suggestion, ...] = ()
+    if recommendation.suggest and recommendation.suggest in knowledge.procedures:
+        target = knowledge.procedures[recommendation.suggest]
+        suggestions = (switch_suggestion(assessment, target, None, context.qcdsm_id),)
+    text = wording.without_notes(recommendation.detail)
+    if not wording.primary_sources(recommendation.sources, knowledge):
+        text += f" (Advice {wording.NOT_VERIFIED}.)"
+    detail = text + "\n\n" + provenance_line(assessment.scenario, knowledge, context.evidence_base_url)
+    return _card(assessment.scenario, context, summary=_fit(wording.without_notes(recommendation.summary)), detail=detail,
+                 indicator=recommendation.indicator, suggestions=suggestions)
+
+
+def _card(scenario: Scenario, context: _Context, *, summary: str, indicator: str, detail: str,
+          suggestions: tuple[Suggestion, ...] = ()) -> Card:
     return Card(
-        summary=_fit(summary),
-        indicator="info",
-        source=_source(assessment.scenario, knowledge),
-        detail="\n".join(lines),
-        override_reasons=_override_reasons(assessment.scenario, knowledge),
-        links=_links(assessment.scenario, knowledge),
+        summary=summary,
+        indicator=indicator,
+        source=_source(scenario, context),
+        detail=detail,
+        suggestions=suggestions,
+        selection_behavior="at-most-one" if suggestions else None,
+        override_reasons=_override_reasons(scenario, context.knowledge),
+        links=_links(scenario, context),
     )
 
 
-def _detail(assessment: OrderAssessment, knowledge: Knowledge) -> str:
-    scenario, ordered = assessment.scenario, assessment.ordered
-    parts = [f"**Scenario:** {scenario.title}"]
-    if scenario.acr_topic:
-        parts[-1] += f" — {scenario.acr_topic}" + (f", variant: {scenario.variant}" if scenario.variant else "")
-    if scenario.summary:
-        parts.append(scenario.summary)
-    if ordered:
-        rating = assessment.rating.rating.label if assessment.rating else "not rated in this scenario"
-        parts.append(f"**This order:** {ordered.name} — {rating} (radiation {ordered.radiation.level})")
-    if assessment.evidence:
-        parts.append("**Chart facts that matched:**\n" + "\n".join(f"- {e.label}" for e in assessment.evidence))
-    if assessment.contraindications:
-        lines = [
-            f"- {c.contraindication.label}: " + ", ".join(e.label for e in c.evidence)
-            for c in assessment.contraindications
-        ]
-        parts.append("**Contraindications recorded:**\n" + "\n".join(lines))
-    if assessment.table:
-        rows = ["| Study | Rating | Relative radiation level |", "|---|---|---|"]
-        for row in assessment.table:
-            name = row.procedure.name
-            if ordered and row.procedure.id == ordered.id:
-                name = f"**{name} (ordered)**"
-            tag = " (seed)" if row.confidence == "seed" else ""
-            rows.append(f"| {name} | {row.rating.label}{tag} | {row.procedure.radiation.level} |")
-        parts.append("\n".join(rows))
-    if scenario.advice:
-        parts.append(f"**Next steps:** {scenario.advice}")
-    parts.append(_sources_markdown(scenario.sources, knowledge))
-    if any(r.confidence == "seed" for r in assessment.table):
-        parts.append(
-            "_Ratings marked (seed) come from the product's scope documents and await confirmation "
-            "against the licensed ACR tables._"
-        )
-    parts.append(f"_Knowledge base {knowledge.version}._")
-    return "\n\n".join(parts)
+def _source(scenario: Scenario, context: _Context) -> Source:
+    label = "Imaging appropriateness: " + ("ACR Appropriateness Criteria" if wording.acr_provenance(scenario)
+                                           else "published guideline")
+    url = wording.evidence_url(context.evidence_base_url, scenario.id) if context.evidence_base_url else None
+    if url is None:
+        url = next((s.url for s in wording.primary_sources(scenario.sources, context.knowledge) if s.url), None)
+    return Source(label=label, url=url)
 
 
-def _date(fact: ClinicalFact) -> str:
-    return fact.date.isoformat() if fact.date else "undated"
-
-
-def _sources_markdown(source_ids: Iterable[str], knowledge: Knowledge) -> str:
-    items = []
-    for source_id in source_ids:
-        source = knowledge.sources.get(source_id)
-        if source is None:
-            continue
-        items.append(f"[{source.title}]({source.url})" if source.url else source.title)
-    return "**Sources:** " + "; ".join(items) if items else ""
-
-
-def _source(scenario: Scenario, knowledge: Knowledge) -> Source:
-    url = next((s.url for s in _scenario_sources(scenario, knowledge) if s.url), None)
-    return Source(label=SOURCE_LABEL, url=url)
-
-
-def _links(scenario: Scenario, knowledge: Knowledge) -> tuple[Link, ...]:
+def _links(scenario: Scenario, context: _Context) -> tuple[Link, ...]:
     links = []
-    for source in _scenario_sources(scenario, knowledge):
-        if source.url and source.kind != "seed":
-            links.append(Link(label=_fit(source.title, limit=100), url=source.url))
-    return tuple(links[:3])
-
-
-def _scenario_sources(scenario: Scenario, knowledge: Knowledge):
-    return [knowledge.sources[s] for s in scenario.sources if s in knowledge.sources]
+    if context.evidence_base_url:
+        links.append(Link(label="All ratings and rules for this scenario",
+                          url=wording.evidence_url(context.evidence_base_url, scenario.id)))
+    for source in wording.primary_sources(scenario.sources, context.knowledge):
+        if source.url and len(links) < 3:
+            links.append(Link(label=_fit(source.title, limit=LINK_LABEL_LIMIT), url=source.url))
+    return tuple(links)
 
 
 def _override_reasons(scenario: Scenario, knowledge: Knowledge) -> tuple[Coding, ...]:
@@ -260,16 +272,15 @@ def _override_reasons(scenario: Scenario, knowledge: Knowledge) -> tuple[Coding,
 
 
 def _phrase(scenario: Scenario) -> str:
-    """'suspected cervical cancer recurrence' style phrase for summaries."""
+    """'treated cervical cancer, suspected recurrence' style phrase for summaries."""
     title = scenario.title
     return title[0].lower() + title[1:] if title else "this scenario"
 
 
-def _fit(text: str, *, fallback: str | None = None, limit: int = SUMMARY_LIMIT) -> str:
-    """Keep card summaries under 140 characters (CDS Hooks 2.0), cutting at a word boundary."""
-    if len(text) <= limit:
-        return text
-    if fallback and len(fallback) <= limit:
-        return fallback
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
+def _fit(*texts: str, limit: int = SUMMARY_LIMIT) -> str:
+    """The first text under 140 characters (CDS Hooks 2.0), else the last one cut at a word boundary."""
+    for text in texts:
+        if len(text) <= limit:
+            return text
+    cut = texts[-1][: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
     return cut + "…"

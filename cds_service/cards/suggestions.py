@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cds_service.cards.rating import rating_extensions, with_extensions
 from cds_service.hooks.response import Action, Suggestion, new_uuid
-from cds_service.kb.model import Procedure
+from cds_service.kb.model import CodeEntry, Procedure
 from cds_service.reasoning.assessment import OrderAssessment, ScanRating
 
 def switch_suggestion(
@@ -17,12 +17,14 @@ def switch_suggestion(
     rating = target_rating.rating if target_rating else None
     extensions = rating_extensions(rating, assessment.scenario, qcdsm_id, f"urn:uuid:{new_uuid()}")
     resource = with_extensions(assessment.order.resource, extensions)
-    resource["code"] = {"text": target.name}
+    # Everything else of the order (reasons, subject, category, dates, notes) is kept; the EHR shows
+    # the new study from its codings' display and the concept's text, so both are always set.
     codings = target_codings(target, _ordered_part(assessment))
-    if codings:
-        resource["code"]["coding"] = codings
+    resource["code"] = {"coding": codings, "text": target.name} if codings else {"text": target.name}
+    if codings and not target.codes[0].display:
+        codings[0]["display"] = target.name  # the EHR (the sandbox too) shows the first coding
     return Suggestion(
-        label=f"Order {target.name} instead",
+        label=f"Switch to {target.name}",
         is_recommended=True,
         actions=(Action(type="update", description=f"Change the order to {target.name}", resource=resource),),
     )
@@ -43,10 +45,19 @@ def target_codings(target: Procedure, ordered_part: str | None) -> list[dict]:
     if ordered_part and parted:
         match = next((c for c in parted if _same_region(c.part, ordered_part)), None)
         if match:
-            return [{"system": match.system, "code": match.code}]
+            return [_coding(match, target)]
     if parted and len(parted) == len(same_system) and len({c.part for c in parted}) == len(parted) and not ordered_part:
-        return [{"system": c.system, "code": c.code} for c in parted]
-    return [{"system": primary.system, "code": primary.code}]
+        return [_coding(c, target) for c in parted]
+    return [_coding(primary, target)]
+
+
+def _coding(entry: CodeEntry, target: Procedure) -> dict:
+    """A coding the EHR can show: the catalogue's display, else the study's name (CPT descriptors
+    are the AMA's and are not shipped, so our own name for the study is the display)."""
+    display = entry.display or target.name
+    if entry.part and not entry.display:
+        display = f"{target.name} ({entry.part} part)"
+    return {"system": entry.system, "code": entry.code, "display": display}
 
 
 def _same_region(a: str, b: str) -> bool:
@@ -61,10 +72,11 @@ def _ordered_part(assessment: OrderAssessment) -> str | None:
     return next((c.part for c in assessment.ordered.codes if c.part and (c.system, c.code) in ordered), None)
 
 
-def cancel_suggestion(assessment: OrderAssessment) -> Suggestion:
+def cancel_suggestion(assessment: OrderAssessment, *, recommended: bool = True) -> Suggestion:
+    """Remove the draft order: for low-value scans, where the advice is not to image at all."""
     reference = assessment.order.reference or "ServiceRequest/unknown"
     return Suggestion(
-        label="Cancel this order",
-        is_recommended=True,
+        label="Cancel this order (no imaging now)",
+        is_recommended=recommended,
         actions=(Action(type="delete", description="Remove the draft imaging order", resource_id=reference),),
     )

@@ -103,12 +103,13 @@ def _is_void(fact: ClinicalFact) -> bool:
 
 
 def _fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
-    """"Pelvic pain (2026-10-02, Condition/abc)"; order reasons say so instead of a date."""
+    """"Pelvic pain (2026-10-02)"; order reasons say so instead of a date. Labels are shown to
+    clinicians, so they name no resource (the fact itself keeps ``source`` for the audit)."""
     if fact.kind is FactKind.ORDER_REASON:
-        return f"{title} (reason on this order, {fact.source})"
+        return f"{title} (reason given on this order)"
     if day is None:
-        return f"{title} (undated, {fact.source})"
-    return f"{title} ({day.isoformat()}, {fact.source})"
+        return f"{title} (undated)"
+    return f"{title} ({day.isoformat()})"
 
 
 def _format_value(value: float | None, unit: str | None) -> str:
