@@ -19,7 +19,7 @@ from cds_service.chart.orders import read_draft_orders
 from cds_service.config import Settings
 from cds_service.errors import InvalidRequest, PrefetchUnavailable
 from cds_service.ehr.fhir_client import FhirClient
-from cds_service.kb.model import Knowledge
+from cds_service.kb.model import Knowledge, normalise_code
 from cds_service.observability import Metrics
 from cds_service.ehr.prefetch_completion import complete_prefetch
 from cds_service.hooks.prefetch import find_missing_prefetch
@@ -63,7 +63,8 @@ class DecisionService:
 
         prefetch = self._complete_prefetch(service, request)
         today = today or datetime.now(timezone.utc).date()
-        chart = extract_chart_facts(prefetch, None, today, is_relevant=self.knowledge.knows_code)
+        chart = extract_chart_facts(prefetch, None, today, is_relevant=self.knowledge.knows_code,
+                                    is_study=self._is_study_code)
         assessments = [assess_order(order, _with_order(chart, order, today), self.knowledge) for order in rateable]
         body_out, rated = build_response(
             assessments,
@@ -80,6 +81,10 @@ class DecisionService:
             outcome=",".join(sorted({r.assessment.outcome.value for r in rated})),
         )
         return body_out
+
+    def _is_study_code(self, system: str, code: str) -> bool:
+        """A code of a catalogue study: a Procedure coded with it is prior imaging too."""
+        return normalise_code(system, code) in self.knowledge.code_index
 
     def record_feedback(self, service: ServiceDefinition, body: Any) -> int:
         found = problems("feedback", body) if isinstance(body, dict) else ["(body): must be a JSON object"]

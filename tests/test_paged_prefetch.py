@@ -163,3 +163,24 @@ def test_completion_refuses_a_paged_prefetch_off_the_allow_list_before_any_call(
         client.close()
     assert info.value.status == 412 and info.value.code == "fhir-server-not-allowed"
     assert ehr.requests == []
+
+
+# -- the templates ask for what the chart really holds ------------------------------------------------
+
+
+def test_an_ehr_without_prefetch_is_asked_for_every_way_treatments_devices_and_stage_are_recorded(live_server, ehr):
+    """The service reads medications as requested, administered or stated (with their Medication),
+    devices and their use statements, and stage-group Observations: each is one search it makes."""
+    body = order_select(BONE_SCAN, [BREAST_HISTORY], fhir_server=ehr.base_url)
+    del body["prefetch"]
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer"}
+    response = live_server.post(f"/cds-services/{SELECT_ID}", json=body)
+    assert response.status_code == 200
+    searched = {r.path.lstrip("/"): r.params for r in ehr.requests}
+    for resource_type in ("MedicationRequest", "MedicationAdministration", "MedicationStatement"):
+        assert searched[resource_type]["_include"] == [f"{resource_type}:medication"]
+    assert searched["DeviceUseStatement"]["_include"] == ["DeviceUseStatement:device"]
+    assert "Device" in searched
+    stage_searches = [r.params["code"][0] for r in ehr.requests
+                      if r.path == "/Observation" and "21908-9" in r.params.get("code", [""])[0]]
+    assert stage_searches and {"http://loinc.org|21902-2", "http://loinc.org|21914-7"} <= set(stage_searches[0].split(","))

@@ -111,6 +111,10 @@ class FhirObject(_Element):
     modality: AnyCodings = None
     series: AnySeries = None
     conclusionCode: AnyConcepts = None
+    reasonCode: AnyConcepts = None
+    reasonReference: Union[list[AnyReference], Reference, str, int, float, bool, None] = None
+    focus: Union[list[AnyReference], Reference, str, int, float, bool, None] = None
+    stage: Any = None                  # Condition.stage[]: summary / type read with as_codeable_concept
     device: AnyReference = None
     deviceName: Any = None
     description: Any = None

@@ -35,10 +35,12 @@ Which resources become which facts
 resource                  kind       date (first usable)                                    skipped when
 ========================  =========  =====================================================  ==========================
 Condition                 CONDITION  onsetDateTime, onsetPeriod.start, recordedDate          verification entered-in-error
-                                     (DSTU2 dateRecorded, STU3 assertedDate)                 or refuted
+                          (+ STAGE)  (DSTU2 dateRecorded, STU3 assertedDate)                 or refuted
 Procedure                 PROCEDURE  performedDateTime, performedPeriod.end, .start          not-done, entered-in-error
-                                     (performedString is ignored)
+                          (+ IMAG.,  (performedString is ignored)
+                          CONDITION)
 MedicationRequest         MEDICATION authoredOn                                             entered-in-error
+                          (+ COND.)
 MedicationAdministration  MEDICATION effectiveDateTime, effectivePeriod.end, .start         entered-in-error, not-done
 MedicationStatement       MEDICATION effectiveDateTime, effectivePeriod.end, .start,        entered-in-error, not-taken
                                      dateAsserted
@@ -75,6 +77,18 @@ or the referenced Medication's ``code`` when that Medication is in the prefetch)
   source — also for non-imaging reports (a pathology conclusion is a finding too).
 * DeviceUseStatement codes come from an R5-style ``device.concept``, else from the ``type`` of
   the referenced Device when that Device is in the prefetch; otherwise no fact.
+* Treatments (Procedure, MedicationRequest/Administration/Statement) keep what they were for in
+  ``reason_codes``: the ``reasonCode`` codings and the codes of the Conditions ``reasonReference``
+  names when the prefetch holds them. Each coded ``reasonCode`` is also a CONDITION fact (source
+  the treatment, undated, no clinical status): a cancer named only there is still the patient's.
+  A treatment whose own code is irrelevant still gives those CONDITION facts.
+* Each ``Condition.stage`` with a coded ``summary`` is a STAGE fact: codes = the summary, with the
+  Condition's date, statuses and source; ``reason_codes`` = the Condition's codes, ``value_codes``
+  = ``stage.type``. Observations keep the codes of the Conditions their ``focus`` names
+  (mCODE stage groups and disease status) in ``reason_codes``, and a UCUM ``valueQuantity.code``
+  in ``ucum``.
+* A Procedure coded with a code ``is_study`` accepts is an IMAGING fact as well (prior imaging
+  recorded as a Procedure).
 * Encounter, Patient and all other types are ignored: facts carry codes and dates, no PHI.
 * Sources are "Type/id"; a resource without id uses its entry's ``fullUrl``, else its type.
 """
@@ -106,6 +120,7 @@ def extract_chart_facts(
     today: date,
     *,
     is_relevant: Callable[[str, str], bool] | None = None,
+    is_study: Callable[[str, str], bool] | None = None,
 ) -> ChartFacts:
     """Read every prefetch value into clinical facts, plus the draft order's reasons.
 
@@ -118,13 +133,16 @@ def extract_chart_facts(
         decides what is relevant (the service passes ``Knowledge.knows_code``: a fact that no
         value set names can never match a criterion), so this module stays free of medicine.
         Order reasons are always kept.
+    :param is_study: ``(system, code) -> bool``; when given, a Procedure with a code it accepts
+        is prior imaging too (an IMAGING fact besides the PROCEDURE fact). The service passes
+        "is a code of a catalogue study"; what is a study stays the caller's knowledge.
     """
     gathered = _Gathered(is_relevant)
     if isinstance(prefetch, Mapping):
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
 
-    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant)
+    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant, is_study)
     facts: list[ClinicalFact] = []
     skipped = gathered.skipped
     for resource_type, source, resource in gathered.resources:
@@ -229,12 +247,9 @@ class _Gathered:
             # Most of a chart is irrelevant: drop it here, before it costs a reader call. Only
             # types whose one coded element decides are dropped; a wrong shape goes on to the
             # reader, which counts it.
-            element = _DECIDING_ELEMENT.get(resource_type)
-            if element is not None:
-                concept = getattr(resource, element)
-                if (isinstance(concept, CodeableConcept) and isinstance(concept.coding, list)
-                        and not _mentions_relevant(concept.coding, self.is_relevant)):
-                    return
+            elements = _DECIDING_ELEMENTS.get(resource_type)
+            if elements is not None and _is_irrelevant(resource, elements, self.is_relevant):
+                return
         resource_id = resource.id
         if isinstance(resource_id, str) and resource_id:
             source = f"{resource_type}/{resource_id}"
@@ -251,12 +266,38 @@ class _Gathered:
         self.resources.append((resource_type, source, resource))
 
 
-_LOOKUP_TYPES = frozenset({"Device", "Medication"})
-#: Types whose facts come from this one CodeableConcept alone (no fallback to another element):
-#: irrelevant ones are dropped while gathering, so their readers need no relevance check. Readers
-#: of the other types check with ``ReadContext.keeps`` once their codes are known.
-_DECIDING_ELEMENT = {"Condition": "code", "Procedure": "code", "Observation": "code",
-                     "ServiceRequest": "code", "AllergyIntolerance": "code", "Device": "type"}
+_LOOKUP_TYPES = frozenset({"Device", "Medication", "Condition"})
+#: Types whose facts come from these elements alone: the main CodeableConcept first, then the
+#: others that can make a fact on their own (a treatment's reasonCode, a Condition's stage).
+#: Irrelevant resources are dropped while gathering; readers still check the facts they make
+#: with ``ReadContext.keeps``. Types not listed are checked by their readers only.
+_DECIDING_ELEMENTS = {"Condition": ("code", "stage"), "Procedure": ("code", "reasonCode"),
+                      "Observation": ("code",), "ServiceRequest": ("code",), "AllergyIntolerance": ("code",),
+                      "Device": ("type",)}
+
+
+def _is_irrelevant(resource: FhirObject, elements: tuple[str, ...], is_relevant: Callable[[str, str], bool]) -> bool:
+    """The main concept is well-formed and names nothing relevant, and no other deciding element does.
+
+    A main element of the wrong shape is not irrelevant: the reader must see it to count it.
+    Another element is relevant when present and not a (list of) CodeableConcept(s) without a
+    relevant coding (a Condition's ``stage`` is always read: a stage says something of its own).
+    """
+    concept = getattr(resource, elements[0])
+    if not (isinstance(concept, CodeableConcept) and isinstance(concept.coding, list)):
+        return False
+    if _mentions_relevant(concept.coding, is_relevant):
+        return False
+    for element in elements[1:]:
+        value = getattr(resource, element)
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else (value,):
+            if not isinstance(item, CodeableConcept) or not isinstance(item.coding, list):
+                return False
+            if _mentions_relevant(item.coding, is_relevant):
+                return False
+    return True
 
 
 def _mentions_relevant(codings: list, is_relevant: Callable[[str, str], bool]) -> bool:

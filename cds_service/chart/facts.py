@@ -25,6 +25,7 @@ class FactKind(str, Enum):
     ALLERGY = "allergy"              # AllergyIntolerance (contrast allergy)
     IMAGING = "imaging"              # ImagingStudy, DiagnosticReport, completed imaging ServiceRequest
     FINDING = "finding"              # coded conclusions of a DiagnosticReport (conclusionCode)
+    STAGE = "stage"                  # Condition.stage[].summary: the stage itself (e.g. stage IV), for the Condition
 
 
 # Code and ClinicalFact are the two values a request creates by the hundred: msgspec structs are
@@ -57,6 +58,11 @@ class ClinicalFact(msgspec.Struct, frozen=True, gc=False):
     reference_high: float | None = None          # Observation.referenceRange[0].high.value
     body_site_codes: tuple[Code, ...] = ()       # Condition/Procedure.bodySite codings
     profiles: tuple[str, ...] = ()               # meta.profile, a hint only (e.g. mCODE)
+    #: What the fact is *for*: a treatment's reasonCode codings and the codes of the Conditions its
+    #: reasonReference names (when prefetched); for a STAGE fact, the codes of the staged Condition.
+    reason_codes: tuple[Code, ...] = ()
+    #: Observation.valueQuantity.code when its system is UCUM (``unit`` keeps the human-readable unit).
+    ucum: str | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Callable, Iterable
 
+import msgspec
+
 from cds_service.chart.facts import ClinicalFact, MarkerTrend
+from cds_service.chart.units import convert, unit_of
 
 def extract_tumour_marker_trend(
     facts: Iterable[ClinicalFact],
@@ -22,10 +25,11 @@ def extract_tumour_marker_trend(
        with ``today - window_days <= date <= today`` (future-dated results are ignored). They are
        ordered by date; when several fall on the same date only the one listed *last* is kept
        (dates have no time of day, and a later entry usually corrects an earlier one).
-    2. **Units.** Only points whose unit matches the unit of the latest point are compared
-       (case-insensitive, surrounding spaces ignored); a point without a unit is compatible with
-       any. If the latest point has no unit, the unit of the most recent point that has one is
-       used. Points in other units are dropped, never converted.
+    2. **Units.** Values are compared in the unit of the latest point that has one (its UCUM
+       code, else its unit text): a point in an equivalent unit is converted through UCUM
+       (:mod:`.units`: 2 ug/L is 2 ng/mL), a point whose unit measures something else or is not
+       UCUM is dropped, and a point without a unit is taken as it is. The points returned carry
+       their converted values and that unit.
     3. **Fewer than 2 points** → ``"insufficient-data"``.
     4. **Rising** when all of these hold, with *latest* and *previous* the last two points and
        *nadir* the lowest value among the points:
@@ -83,11 +87,20 @@ def _fell_by(old: float, new: float, fraction: float) -> bool:
 
 
 def _same_unit_as_latest(points: list[ClinicalFact]) -> list[ClinicalFact]:
-    reference_unit = None
-    for point in reversed(points):
-        if point.unit is not None:
-            reference_unit = point.unit.strip().lower()
-            break
-    if reference_unit is None:
+    """The points in the unit of the latest point that has one; inconvertible ones left out."""
+    latest = next((p for p in reversed(points) if unit_of(p.ucum, p.unit) is not None), None)
+    if latest is None:
         return points
-    return [p for p in points if p.unit is None or p.unit.strip().lower() == reference_unit]
+    target = unit_of(latest.ucum, latest.unit)
+    kept = []
+    for point in points:
+        unit = unit_of(point.ucum, point.unit)
+        if unit is None or point.value is None or unit == target:
+            kept.append(point)
+            continue
+        value = convert(point.value, unit, target)
+        if value is None and point.unit is not None and point.unit.strip().lower() == (latest.unit or "").strip().lower():
+            value = point.value  # the same unit text in another case ("ng/ml"): as before, the same unit
+        if value is not None:
+            kept.append(msgspec.structs.replace(point, value=value, unit=latest.unit, ucum=latest.ucum))
+    return kept

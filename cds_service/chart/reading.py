@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable
 
 from cds_service.chart.decoding import CodeableConcept, FhirObject, Reference
 from cds_service.chart.facts import ClinicalFact, Code
-from cds_service.chart.fhirjson import codings_of, is_malformed_concept
+from cds_service.chart.fhirjson import codings_of, is_malformed_concept, text_of
 
 class Malformed(Exception):
     """The resource's main element has the wrong JSON shape: skip and count it."""
@@ -15,13 +15,15 @@ class Malformed(Exception):
 class ReadContext:
     """What readers need beyond the resource itself."""
 
-    __slots__ = ("index", "order_reference", "is_relevant")
+    __slots__ = ("index", "order_reference", "is_relevant", "is_study")
 
     def __init__(self, index: dict[str, FhirObject], order_reference: str | None,
-                 is_relevant: Callable[[str, str], bool] | None) -> None:
+                 is_relevant: Callable[[str, str], bool] | None,
+                 is_study: Callable[[str, str], bool] | None = None) -> None:
         self.index = index
         self.order_reference = order_reference
         self.is_relevant = is_relevant
+        self.is_study = is_study      # (system, code) → whether it names an imaging study (caller's knowledge)
 
     def keeps(self, codes: Iterable[Code]) -> bool:
         """Whether a fact with these codes is worth making: it has codes, and one is relevant."""
@@ -78,3 +80,40 @@ def profiles_of(resource: FhirObject) -> tuple[str, ...]:
 
 def without_duplicates(codes: Iterable[Code]) -> tuple[Code, ...]:
     return tuple(dict.fromkeys(codes))
+
+
+def reasons_of(resource: FhirObject, context: ReadContext) -> tuple[tuple[Code, ...], list[tuple[tuple[Code, ...], str | None]]]:
+    """What a treatment was for: all reason codes, and each coded ``reasonCode`` on its own.
+
+    The first part is every ``reasonCode`` coding followed by the codes of each Condition that
+    ``reasonReference`` names and the prefetch holds (a Condition not in the prefetch tells only
+    its display, which is not a code). The second part lists each ``reasonCode`` concept with its
+    text: only those are read nowhere else (a referenced Condition is a fact of its own).
+    """
+    concepts = resource.reasonCode
+    named: list[tuple[tuple[Code, ...], str | None]] = []
+    found: list[Code] = []
+    if isinstance(concepts, CodeableConcept):
+        concepts = [concepts]
+    if isinstance(concepts, list):
+        for concept in concepts:
+            codes = codings_of(concept)
+            if codes:
+                named.append((codes, text_of(concept)))
+                found.extend(codes)
+    found.extend(focus_codes(resource.reasonReference, context))
+    return without_duplicates(found), named
+
+
+def focus_codes(references: Any, context: ReadContext) -> tuple[Code, ...]:
+    """Codes of the prefetched Conditions that references name (a stage's or status's ``focus``)."""
+    if isinstance(references, Reference):
+        references = [references]
+    if not isinstance(references, list):
+        return ()
+    found: list[Code] = []
+    for reference in references:
+        condition = context.resolve(reference, "Condition")
+        if condition is not None:
+            found.extend(codings_of(condition.code))
+    return without_duplicates(found)

@@ -8,7 +8,8 @@ from typing import Any, Iterable
 from cds_service.chart.decoding import FhirObject, ImagingSeries
 from cds_service.chart.facts import ClinicalFact, Code, FactKind
 from cds_service.chart.fhirjson import codings_of, coding_of, fhir_date, number, period_date, string, text_of
-from cds_service.chart.reading import ReadContext, codes_of_list, main_codes, profiles_of, without_duplicates
+from cds_service.chart.reading import (ReadContext, codes_of_list, focus_codes, main_codes, profiles_of,
+                                      without_duplicates)
 
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 
@@ -17,6 +18,9 @@ LOINC = "http://loinc.org"
 
 
 SNOMED = "http://snomed.info/sct"
+
+
+UCUM = "http://unitsofmeasure.org"
 
 
 #: v2-0074 diagnostic service sections that are imaging (RAD radiology, RX radiograph, CT, NMR,
@@ -45,19 +49,22 @@ def read_observation(resource: FhirObject, source: str, context: ReadContext) ->
             or fhir_date(resource.effectiveInstant)
             or period_date(resource.effectivePeriod, prefer_end=False)
             or fhir_date(resource.issued))
-    value = unit = None
+    value = unit = ucum = None
     quantity = resource.valueQuantity
     if isinstance(quantity, dict):
         value = number(quantity.get("value"))
         unit = string(quantity.get("unit")) or string(quantity.get("code"))
+        if quantity.get("system") == UCUM:
+            ucum = string(quantity.get("code"))
     else:
         value = number(resource.valueInteger)             # None when absent
     return (ClinicalFact(
         kind=FactKind.OBSERVATION, codes=codes, source=source, date=when, text=text_of(concept),
-        status=status, value=value, unit=unit,
+        status=status, value=value, unit=unit, ucum=ucum,
         value_codes=codings_of(resource.valueCodeableConcept),
         reference_high=_reference_high(resource.referenceRange),
         body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource),
+        reason_codes=focus_codes(resource.focus, context),
     ),)
 
 

@@ -3,7 +3,9 @@
 Prefetch templates use only ``{{context.patientId}}`` (a root-level primitive context field, as
 CDS Hooks 2.0 requires) and plain FHIR search syntax (``_sort=-date``; the spec's own examples use
 the invalid ``sort:desc``). They ask for the chart data the reasoning reads: cancer diagnoses and
-history, treatments, labs and tumour markers, prior imaging, and MRI/contrast contraindications.
+history, treatments (procedures, and medications however they are recorded: requested, administered
+or stated), labs and tumour markers, stage groups and disease status, prior imaging, and MRI/contrast
+contraindications (allergies, devices and their use statements).
 """
 
 from __future__ import annotations
@@ -26,9 +28,22 @@ PREFETCH_TEMPLATES: Mapping[str, str] = {
     "imagingReports": "DiagnosticReport?patient={{context.patientId}}&_sort=-date&_count=100",
     "imagingStudies": "ImagingStudy?patient={{context.patientId}}&_count=100",
     "priorOrders": "ServiceRequest?patient={{context.patientId}}&status=completed&_count=100",
-    "medications": "MedicationRequest?patient={{context.patientId}}&_count=100",
+    "stageGroups": (
+        "Observation?patient={{context.patientId}}"
+        "&code=http://loinc.org|21908-9,http://loinc.org|21902-2,http://loinc.org|21914-7&_sort=-date&_count=20"
+    ),
+    # Medications coded by reference come with their Medication (``_include``), so their codes can be read.
+    "medications": "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication&_count=100",
+    "medicationAdministrations": (
+        "MedicationAdministration?patient={{context.patientId}}"
+        "&_include=MedicationAdministration:medication&_count=100"
+    ),
+    "medicationStatements": (
+        "MedicationStatement?patient={{context.patientId}}&_include=MedicationStatement:medication&_count=100"
+    ),
     "allergies": "AllergyIntolerance?patient={{context.patientId}}",
     "devices": "Device?patient={{context.patientId}}",
+    "deviceUseStatements": "DeviceUseStatement?patient={{context.patientId}}&_include=DeviceUseStatement:device",
 }
 
 #: Context fields each hook requires (HL7 cds-hooks-library order-select 1.0 / order-sign 1.0).

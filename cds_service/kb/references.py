@@ -30,7 +30,10 @@ class RawDocuments:
 
 
 #: Criterion operators whose value names a value set.
-VALUESET_OPERATORS = ("condition", "procedure", "medication", "observation", "marker_trend", "device", "allergy", "finding")
+VALUESET_OPERATORS = ("condition", "procedure", "medication", "observation", "marker_trend", "device", "allergy",
+                      "finding", "stage")
+#: Options that name a value set too.
+VALUESET_OPTIONS = ("value_in", "reason_in")
 
 
 @dataclass
@@ -137,8 +140,9 @@ class ReferenceChecker:
         for operator in VALUESET_OPERATORS:
             if operator in criterion and criterion[operator] not in self.m.valuesets:
                 self._missing(label, f"{path}.{operator}", "value set", criterion[operator])
-        if "value_in" in criterion and criterion["value_in"] not in self.m.valuesets:
-            self._missing(label, f"{path}.value_in", "value set", criterion["value_in"])
+        for option in VALUESET_OPTIONS:
+            if option in criterion and criterion[option] not in self.m.valuesets:
+                self._missing(label, f"{path}.{option}", "value set", criterion[option])
         if "ref" in criterion and criterion["ref"] not in self.m.definitions:
             self._missing(label, f"{path}.ref", "definition", criterion["ref"])
         if "imaging" in criterion:

@@ -76,7 +76,7 @@ def _is_criterion_schema(schema: Any) -> bool:
 
 
 _OPERATOR_NAMES = ("all", "any", "not", "ref", "condition", "procedure", "medication", "observation",
-                   "marker_trend", "device", "allergy", "finding", "imaging")
+                   "marker_trend", "device", "allergy", "finding", "imaging", "stage")
 
 
 def schema_problems(kind: str, document: Any, label: str) -> list[str]:

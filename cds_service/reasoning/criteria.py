@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 from cds_service.chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
 from cds_service.kb.model import Criterion, Knowledge, ValueSet
 from cds_service.reasoning.assessment import Evidence
+from cds_service.reasoning.lab_values import format_value, only_latest, value_test
 
 __all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
 
@@ -49,9 +50,10 @@ OPERATOR_OPTIONS: dict[str, frozenset[str]] = {
     "not": frozenset(),
     "ref": frozenset(),
     "condition": _WINDOW | {"clinical_status", "exclude_order_reasons"},
-    "procedure": _WINDOW,
-    "medication": _WINDOW,
-    "observation": _WINDOW | {"value_below", "value_above", "value_in"},
+    "procedure": _WINDOW | {"reason_in"},
+    "medication": _WINDOW | {"reason_in"},
+    "observation": _WINDOW | {"value_below", "value_above", "value_in", "unit", "above_reference_high", "latest"},
+    "stage": _WINDOW | {"reason_in"},
     "marker_trend": frozenset({"trend", "window_days", "min_rise_fraction"}),
     "device": _WINDOW,
     "allergy": _WINDOW,
@@ -76,6 +78,7 @@ _VOID_STATUSES: dict[FactKind, frozenset[str]] = {
     FactKind.ALLERGY: frozenset({"resolved", "refuted", "entered-in-error"}),
     FactKind.IMAGING: frozenset({"entered-in-error", "cancelled"}),
     FactKind.FINDING: frozenset({"entered-in-error", "cancelled"}),
+    FactKind.STAGE: frozenset({"entered-in-error"}),
 }
 _VOID_VERIFICATIONS = frozenset({"refuted", "entered-in-error"})
 
@@ -110,13 +113,6 @@ def _fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
     if day is None:
         return f"{title} (undated)"
     return f"{title} ({day.isoformat()})"
-
-
-def _format_value(value: float | None, unit: str | None) -> str:
-    if value is None:
-        return ""
-    text = f"{value:g}"
-    return f"{text} {unit}" if unit else text
 
 
 #: Criterion object id → (criterion, its operator); bounded because tests make criteria by the
@@ -155,6 +151,7 @@ class CriteriaEvaluator:
             "allergy": self._allergy,
             "finding": self._finding,
             "imaging": self._imaging,
+            "stage": self._stage,
         }
 
     # -- entry point ---------------------------------------------------------------------------
@@ -263,10 +260,22 @@ class CriteriaEvaluator:
         # A procedure code given as a reason on the order ("spinal arthrodesis") documents that the
         # patient had it, but not when: it counts as an undated procedure, so it satisfies presence
         # but never a date window (an early-response exclusion cannot fire on it).
-        return self._coded(criterion, "procedure", (FactKind.PROCEDURE, FactKind.ORDER_REASON), undated_reasons=True)
+        return self._coded(criterion, "procedure", (FactKind.PROCEDURE, FactKind.ORDER_REASON),
+                           self._reason_test(criterion), undated_reasons=True)
 
     def _medication(self, criterion: Criterion) -> CriterionResult:
-        return self._coded(criterion, "medication", (FactKind.MEDICATION,))
+        return self._coded(criterion, "medication", (FactKind.MEDICATION,), self._reason_test(criterion))
+
+    def _stage(self, criterion: Criterion) -> CriterionResult:
+        """Condition.stage summaries; ``reason_in`` names the staged cancer."""
+        return self._coded(criterion, "stage", (FactKind.STAGE,), self._reason_test(criterion))
+
+    def _reason_test(self, criterion: Criterion) -> Callable[[ClinicalFact], bool] | None:
+        """``reason_in``: what a treatment was for (or a stage is of) is coded in that value set."""
+        if "reason_in" not in criterion:
+            return None
+        reasons = self._valueset(criterion["reason_in"])
+        return lambda fact: any(reasons.contains(code) for code in fact.reason_codes)
 
     def _device(self, criterion: Criterion) -> CriterionResult:
         return self._coded(criterion, "device", (FactKind.DEVICE,))
@@ -278,32 +287,20 @@ class CriteriaEvaluator:
         return self._coded(criterion, "finding", (FactKind.FINDING,))
 
     def _observation(self, criterion: Criterion) -> CriterionResult:
-        below = criterion.get("value_below")
-        above = criterion.get("value_above")
+        """Value options: reasoning/lab_values.py (units through UCUM, reference range, ``latest``)."""
         value_in = self._valueset(criterion["value_in"]) if "value_in" in criterion else None
-        numeric = below is not None or above is not None
-
-        def value_ok(fact: ClinicalFact) -> bool:
-            # Existential, as the format says ("an Observation ... with"): authors bound it in time
-            # with within_days when only a recent value should count (e.g. eGFR).
-            if numeric:
-                if fact.value is None:
-                    return False
-                if below is not None and not fact.value < below:
-                    return False
-                if above is not None and not fact.value > above:
-                    return False
-            if value_in is not None and not any(value_in.contains(code) for code in fact.value_codes):
-                return False
-            return True
+        accept = value_test(criterion, value_in)
+        if criterion.get("latest", False):
+            results = self.matching_facts(self._valueset(criterion["observation"]), (FactKind.OBSERVATION,))
+            accept = only_latest(results, accept)
 
         def label(title: str, fact: ClinicalFact, day: date | None) -> str:
-            shown = _format_value(fact.value, fact.unit)
+            shown = format_value(fact.value, fact.unit)
             if not shown and fact.value_codes:
                 shown = fact.value_codes[0].display or fact.value_codes[0].code
             return _fact_label(f"{title} {shown}" if shown else title, fact, day)
 
-        return self._coded(criterion, "observation", (FactKind.OBSERVATION,), value_ok, label)
+        return self._coded(criterion, "observation", (FactKind.OBSERVATION,), accept, label)
 
     def _coded(
         self,
@@ -472,7 +469,7 @@ def _trend_label(title: str, trend: MarkerTrend) -> str:
     if not points:
         return f"{title} {trend.direction}"
     first, last = points[0], points[-1]
-    values = f"{_format_value(first.value, None)} → {_format_value(last.value, last.unit)}"
+    values = f"{format_value(first.value, None)} → {format_value(last.value, last.unit)}"
     first_day, last_day = _day(first.date), _day(last.date)
     span = f", {first_day.isoformat()} to {last_day.isoformat()}" if first_day and last_day else ""
     return f"{title} {trend.direction} ({values}{span})"

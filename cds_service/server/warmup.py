@@ -87,11 +87,12 @@ def warm_up(app) -> None:
         for path in ("/health", "/ready"):
             client.get(path)
         try:
-            from cds_service.chart import orders
+            from cds_service.chart import orders, units
             from cds_service.hooks.request import decode_hook_body
             from cds_service.hooks.services import SERVICES
 
             orders.warm_up()  # the representative orders below are plain: they never reach the model
+            units.warm_up()   # the UCUM registry (seconds to build) for results in mixed units
 
             decisions = dataclasses.replace(cds.decisions, store=_DiscardingStore())
             for service in SERVICES:
