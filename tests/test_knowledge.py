@@ -159,7 +159,8 @@ def test_sandbox_codes_resolve_to_the_right_studies(kb: Knowledge):
     assert ids("78815") == ["fdg-pet-ct-skull-base-mid-thigh"]
     assert ids("70553") == ["mri-brain-wo-w"]
     assert ids("71260", "74177")[0] == "ct-chest-abdomen-pelvis-w"
-    assert ids("73721") == []                              # knee MRI: not in the catalogue
+    assert ids("73721") == ["mri-lower-extremity-joint-wo"]   # knee MRI: catalogued (issue 10, point 5)
+    assert ids("70336") == []                              # TMJ MRI: not in the catalogue
     cea = kb.valuesets["cea"]
     assert cea.contains(Code(LOINC, "2039-6"))
     assert not cea.contains(Code("urn:oid:2.16.840.1.113883.6.238", "2039-6"))   # CDC race code, same string

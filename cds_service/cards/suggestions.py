@@ -45,7 +45,10 @@ def target_codings(target: Procedure, ordered_part: str | None) -> list[dict]:
     if ordered_part and parted:
         match = next((c for c in parted if _same_region(c.part, ordered_part)), None)
         if match:
-            return [_coding(match, target)]
+            # A required code (the myelography injection 62284) stays with the region's code:
+            # without it, 72129 alone would order a CT with IV contrast.
+            required = [c for c in same_system if c.required and c is not match]
+            return [_coding(c, target) for c in (*required, match)]
     if parted and len(parted) == len(same_system) and len({c.part for c in parted}) == len(parted) and not ordered_part:
         return [_coding(c, target) for c in parted]
     return [_coding(primary, target)]

@@ -137,7 +137,8 @@ def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_ba
 def _code_entry(raw: Mapping[str, Any]) -> CodeEntry:
     system = SYSTEM_ALIASES.get(raw["system"], raw["system"])
     return CodeEntry(system=system, code=raw["code"].strip(), source=raw["source"], confidence=raw["confidence"],
-                     display=raw.get("display"), part=raw.get("part"))
+                     display=raw.get("display"), part=raw.get("part"),
+                     required=raw.get("required", False))
 
 
 def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]) -> Knowledge:
@@ -161,15 +162,7 @@ def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]
             bucket = code_index.setdefault(normalise_code(entry.system, entry.code), [])
             if procedure not in bucket:
                 bucket.append(procedure)
-    valuesets = {}
-    for vid, (_, v) in merged.valuesets.items():
-        entries = tuple(_code_entry(c) for c in v["codes"])
-        valuesets[vid] = ValueSet(
-            id=vid, title=v["title"],
-            codes=frozenset(normalise_code(e.system, e.code) for e in entries),
-            prefixes=tuple(normalise_code(x["system"], x["prefix"]) for x in v.get("prefixes", ())),
-            entries=entries,
-        )
+    valuesets = _build_valuesets(merged)
     contraindications = tuple(
         Contraindication(id=cid, label=c["label"], blocks=tuple(c["blocks"]), when=c["when"],
                          sources=tuple(c["sources"]), severity=c.get("severity", "block"))
@@ -185,6 +178,39 @@ def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]
         contraindications=contraindications, scenarios=tuple(scenarios), override_reasons=override_reasons,
         code_index={key: tuple(value) for key, value in code_index.items()},
     )
+
+
+def _build_valuesets(merged: MergedDocuments) -> dict[str, ValueSet]:
+    """Value sets with their ``include``s resolved (members, prefixes and exclusions of the
+    included sets are added; the reference checker has refused unknown ids and cycles)."""
+    own: dict[str, tuple[tuple[CodeEntry, ...], set, set, set, set]] = {}
+    for vid, (_, v) in merged.valuesets.items():
+        entries = tuple(_code_entry(c) for c in v["codes"])
+        codes = {normalise_code(e.system, e.code) for e in entries}
+        prefixes = {normalise_code(x["system"], x["prefix"]) for x in v.get("prefixes", ())}
+        excluded = {normalise_code(x["system"], x["code"]) for x in v.get("exclude", ()) if "code" in x}
+        excluded_prefixes = {normalise_code(x["system"], x["prefix"]) for x in v.get("exclude", ()) if "prefix" in x}
+        own[vid] = (entries, codes, prefixes, excluded, excluded_prefixes)
+
+    def closure(vid: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        found = [vid]
+        for child in merged.valuesets[vid][1].get("include", ()):
+            if child not in seen and child in merged.valuesets:
+                found.extend(closure(child, seen | {vid}))
+        return found
+
+    valuesets = {}
+    for vid, (_, v) in merged.valuesets.items():
+        parts = [own[part] for part in dict.fromkeys(closure(vid))]
+        valuesets[vid] = ValueSet(
+            id=vid, title=v["title"],
+            codes=frozenset().union(*(part[1] for part in parts)),
+            prefixes=tuple(sorted(set().union(*(part[2] for part in parts)))),
+            entries=tuple(entry for part in parts for entry in part[0]),
+            excluded_codes=frozenset().union(*(part[3] for part in parts)),
+            excluded_prefixes=tuple(sorted(set().union(*(part[4] for part in parts)))),
+        )
+    return valuesets
 
 
 def _scenario(s: Mapping[str, Any]) -> Scenario:
@@ -219,6 +245,7 @@ def _scenario(s: Mapping[str, Any]) -> Scenario:
         ),
         override_reasons=tuple(s.get("override_reasons", ())),
         covers=tuple(s.get("covers", ())),
+        order_reasons=s.get("order_reasons"), regions=tuple(s.get("regions", ())),
     )
 
 

@@ -85,6 +85,9 @@ class CodeEntry:
     confidence: str                  # verified | secondary  (unverified codes are not shipped)
     display: str | None = None
     part: str | None = None          # for multi-code studies: which component this code bills
+    #: The order must carry a required code of the study to mean it (62284, the injection, makes
+    #: 72126 a CT myelogram rather than a CT with IV contrast).
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ class ValueSet:
     codes: frozenset[tuple[str, str]]              # normalised (system, code)
     prefixes: tuple[tuple[str, str], ...] = ()     # normalised (system, code prefix), ICD-10-CM hierarchies
     entries: tuple[CodeEntry, ...] = ()            # as authored, with sources (for docs and audits)
+    #: Never members, whatever the codes, prefixes or expansions say (normalised): Z85.048 under a
+    #: "history of rectal cancer" prefix, a benign lesion in a published expansion.
+    excluded_codes: frozenset[tuple[str, str]] = frozenset()
+    excluded_prefixes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # The prefixes grouped by system, for the criteria evaluator's look-ups (not a field).
@@ -134,9 +141,19 @@ class ValueSet:
             by_system[system] = (*by_system.get(system, ()), prefix)
         object.__setattr__(self, "prefixes_by_system", by_system)
 
+    def excludes(self, key: tuple[str, str]) -> bool:
+        """Whether a normalised (system, code) is explicitly kept out of this value set."""
+        if key in self.excluded_codes:
+            return True
+        system, value = key
+        return any(system == p_system and value.startswith(p_code) for p_system, p_code in self.excluded_prefixes)
+
     def contains(self, code: Code) -> bool:
-        system, value = normalise_code(code.system, code.code)
-        if (system, value) in self.codes:
+        key = normalise_code(code.system, code.code)
+        if self.excludes(key):
+            return False
+        system, value = key
+        if key in self.codes:
             return True
         return any(system == p_system and value.startswith(p_code) for p_system, p_code in self.prefixes)
 
@@ -231,6 +248,10 @@ class Scenario:
     #: Studies this scenario answers for without rating them: ordering one gets "no criteria apply"
     #: and the scenario's recommended study (e.g. a PET/CT ordered for a new headache → MRI brain).
     covers: tuple[str, ...] = ()
+    #: Value set of order reasons that say an order is about this scenario's cancer, and the body
+    #: regions its question concerns: how the engine tells two cancers of one patient apart.
+    order_reasons: str | None = None
+    regions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,6 +291,10 @@ class Knowledge:
         object.__setattr__(self, "_valuesets_by_code", {key: tuple(ids) for key, ids in by_code.items()})
         object.__setattr__(self, "_valuesets_with_prefixes", {s: tuple(v) for s, v in with_prefixes.items()})
         object.__setattr__(self, "_code_answers", {})
+        object.__setattr__(
+            self, "_with_exclusions",
+            any(v.excluded_codes or v.excluded_prefixes for v in self.valuesets.values()),
+        )
 
     def valuesets_with(self, system: str, code: str) -> tuple[str, ...]:
         """Ids of the value sets that contain this code (as members or under a prefix)."""
@@ -292,6 +317,8 @@ class Knowledge:
             for valueset in self._valuesets_with_prefixes.get(key[0], ()):
                 if key[1].startswith(valueset.prefixes_by_system[key[0]]) and valueset.id not in ids:
                     ids = (*ids, valueset.id)
+            if ids and self._with_exclusions:
+                ids = tuple(vid for vid in ids if not self.valuesets[vid].excludes(key))
             # Catalogue codes count too: prior imaging is matched against the catalogue.
             answer = (ids, bool(ids) or key in self.code_index)
             if len(answers) < _MAX_REMEMBERED_CODES:

@@ -31,7 +31,7 @@ class RawDocuments:
 
 #: Criterion operators whose value names a value set.
 VALUESET_OPERATORS = ("condition", "procedure", "medication", "observation", "marker_trend", "device", "allergy",
-                      "finding", "stage")
+                      "finding", "stage", "order_reason")
 #: Options that name a value set too.
 VALUESET_OPTIONS = ("value_in", "reason_in")
 
@@ -113,6 +113,14 @@ class ReferenceChecker:
                 self.source(code["source"], label, f"{base}.codes[{i}].source")
             for i, prefix in enumerate(item.get("prefixes", ())):
                 self.source(prefix["source"], label, f"{base}.prefixes[{i}].source")
+            for i, exclusion in enumerate(item.get("exclude", ())):
+                self.source(exclusion["source"], label, f"{base}.exclude[{i}].source")
+            for i, expansion in enumerate(item.get("expansions", ())):
+                self.source(expansion["source"], label, f"{base}.expansions[{i}].source")
+            for i, included in enumerate(item.get("include", ())):
+                if included not in m.valuesets:
+                    self._missing(label, f"{base}.include[{i}]", "value set", included)
+        self.include_cycles()
         for name, (label, criterion) in m.definitions.items():
             self.criterion(criterion, label, f"$.definitions.{name}")
         self.definition_cycles()
@@ -154,6 +162,22 @@ class ReferenceChecker:
         if "not" in criterion:
             self.criterion(criterion["not"], label, f"{path}.not")
 
+    def include_cycles(self) -> None:
+        """A value set may not include itself, directly or through others."""
+        graph = {vid: [c for c in item.get("include", ()) if c in self.m.valuesets]
+                 for vid, (_, item) in self.m.valuesets.items()}
+        for start in graph:
+            stack, seen = list(graph[start]), set()
+            while stack:
+                current = stack.pop()
+                if current == start:
+                    label = self.m.valuesets[start][0]
+                    self.problems.append(f"{label}: $.valuesets[id={start}].include: value set includes itself")
+                    break
+                if current not in seen:
+                    seen.add(current)
+                    stack.extend(graph[current])
+
     def definition_cycles(self) -> None:
         graph = {name: set(definition_refs(criterion)) for name, (_, criterion) in self.m.definitions.items()}
         state: dict[str, int] = {}
@@ -186,6 +210,8 @@ class ReferenceChecker:
             self._surveillance(s["surveillance"], label)
         for i, procedure in enumerate(s.get("covers", ())):
             self.procedure(procedure, label, f"$.scenario.covers[{i}]")
+        if s.get("order_reasons") and s["order_reasons"] not in self.m.valuesets:
+            self._missing(label, "$.scenario.order_reasons", "value set", s["order_reasons"])
         self._recommendations(s, label)
 
     def _ratings(self, s: Mapping[str, Any], label: str) -> dict[str, int]:

@@ -25,6 +25,7 @@ from cds_service.chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTr
 from cds_service.kb.model import Criterion, Knowledge, ValueSet
 from cds_service.reasoning.assessment import Evidence
 from cds_service.reasoning.lab_values import format_value, only_latest, value_test
+from cds_service.reasoning.fact_selection import evidence_day, newest_first, reasons_in
 
 __all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
 
@@ -59,6 +60,7 @@ OPERATOR_OPTIONS: dict[str, frozenset[str]] = {
     "allergy": _WINDOW,
     "finding": _WINDOW,
     "imaging": _WINDOW,
+    "order_reason": frozenset({"outside"}),
 }
 
 DEFAULT_TREND = "rising"
@@ -152,6 +154,7 @@ class CriteriaEvaluator:
             "finding": self._finding,
             "imaging": self._imaging,
             "stage": self._stage,
+            "order_reason": self._order_reason,
         }
 
     # -- entry point ---------------------------------------------------------------------------
@@ -347,6 +350,12 @@ class CriteriaEvaluator:
             return FALSE
         return CriterionResult(True, (Evidence(label=_trend_label(valueset.title, trend), facts=trend.points),))
 
+    def _order_reason(self, criterion: Criterion) -> CriterionResult:
+        valueset, outside = self._valueset(criterion["order_reason"]), criterion.get("outside", False)
+        title = "Order reason" if outside else valueset.title
+        found = reasons_in(self._facts_of_kind(FactKind.ORDER_REASON), valueset, outside)
+        return CriterionResult(True, tuple(Evidence(_fact_label(title, f, None), f) for f in found)) if found else FALSE
+
     def _imaging(self, criterion: Criterion) -> CriterionResult:
         """Prior studies: an IMAGING fact counts when one of its codes is a code of a listed study."""
         wanted = list(criterion["imaging"])
@@ -473,23 +482,3 @@ def _trend_label(title: str, trend: MarkerTrend) -> str:
     first_day, last_day = _day(first.date), _day(last.date)
     span = f", {first_day.isoformat()} to {last_day.isoformat()}" if first_day and last_day else ""
     return f"{title} {trend.direction} ({values}{span})"
-
-
-def evidence_day(item: Evidence) -> date | None:
-    """The date an evidence item stands for: its fact's date, or the newest of a series."""
-    if item.fact is not None:
-        if item.fact.kind is FactKind.ORDER_REASON and item.fact.date is None:
-            return date.max  # the order is being placed now: newest of all
-        return _day(item.fact.date)
-    days = [_day(f.date) for f in item.facts if f.date is not None]
-    return max(days) if days else None  # type: ignore[type-var]
-
-
-def newest_first(evidence: Iterable[Evidence]) -> tuple[Evidence, ...]:
-    """Newest first, undated last; stable, so equal dates keep chart order."""
-    return tuple(sorted(evidence, key=_newest_key))
-
-
-def _newest_key(item: Evidence) -> tuple[int, int]:
-    day = evidence_day(item)
-    return (1, 0) if day is None else (0, -day.toordinal())

@@ -3,9 +3,11 @@
 :func:`assess_order` reads top to bottom:
 
 1. **Catalogue** — which catalogue studies the order's codes name. None: ``NOT_RATED``, silent.
-2. **Scenario** (:func:`select_scenario`) — scenarios are tried in priority order (highest first,
-   ties in file order). The first scenario whose ``when`` holds *and* whose catalogue context lists
-   one of the ordered studies is applied. A scenario's catalogue context is every study it names:
+2. **Scenario** (:func:`~cds_service.reasoning.selection.select_scenario`) — within one cancer
+   site, scenarios are tried in priority order (highest first) and the first whose ``when`` holds
+   *and* whose catalogue context lists one of the ordered studies stands for that site. When
+   several sites do, the order decides which cancer it is about: its reason, then priority, body
+   region, a non-low-value reading, recency (see selection.py; never file order). A scenario's catalogue context is every study it names:
    its ratings (whatever their ``when``), its ``preferred`` list, its ``covers`` list, its surveillance studies and its
    recommendations' ``applies_to``. Priority beats "has an applicable rating": a higher-priority
    scenario that describes the patient but rates the study only under a condition that does not
@@ -51,6 +53,7 @@ from cds_service.reasoning.assessment import (
     SurveillanceNotice,
 )
 from cds_service.reasoning.criteria import CriteriaEvaluator, CriterionResult, newest_first
+from cds_service.reasoning.selection import scenario_procedure_ids, select_scenario
 
 __all__ = [
     "assess_order",
@@ -75,7 +78,7 @@ DAYS_PER_MONTH = 30.4
 
 def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> OrderAssessment:
     """Everything the cards need to say about one draft order, for this chart."""
-    candidates = knowledge.procedures_for(order.codes)
+    candidates = meant_by_order(order, knowledge.procedures_for(order.codes))
     if not candidates:
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, reason=NOT_IN_CATALOGUE)
 
@@ -121,46 +124,6 @@ def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> 
 # -- scenario ------------------------------------------------------------------------------------
 
 
-def scenario_procedure_ids(scenario: Scenario) -> frozenset[str]:
-    """Every study the scenario names: rated (under any ``when``), preferred, covered, surveillance, advice."""
-    ids = {rating.procedure for rating in scenario.ratings}
-    ids.update(scenario.covers)
-    ids.update(preference.procedure for preference in scenario.preferred)
-    if scenario.surveillance is not None:
-        ids.update(scenario.surveillance.procedures)
-    for recommendation in scenario.recommendations:
-        ids.update(recommendation.applies_to)
-    return frozenset(ids)
-
-
-def scenarios_by_priority(knowledge: Knowledge) -> list[Scenario]:
-    """Highest priority first; ``sorted`` is stable, so ties keep file order."""
-    return sorted(knowledge.scenarios, key=lambda scenario: -scenario.priority)
-
-
-def select_scenario(
-    candidates: tuple[Procedure, ...], evaluator: CriteriaEvaluator, knowledge: Knowledge
-) -> tuple[Scenario, CriterionResult] | None:
-    """The scenario to apply (see the module docstring), with the result of its ``when``."""
-    candidate_ids = {procedure.id for procedure in candidates}
-    by_priority = scenarios_by_priority(knowledge)
-    naming = [s for s in by_priority if not candidate_ids.isdisjoint(scenario_procedure_ids(s))]
-    naming_ids = {s.id for s in naming}
-    # Scenarios naming the ordered study win over any that do not, so they are tried first; the
-    # others are evaluated only when none of these holds (the NO_CRITERIA_APPLY fallback).
-    for scenario in naming:
-        result = evaluator.evaluate(scenario.when)
-        if result.holds:
-            return scenario, result
-    for scenario in by_priority:
-        if scenario.id in naming_ids:
-            continue
-        result = evaluator.evaluate(scenario.when)
-        if result.holds:
-            return scenario, result
-    return None
-
-
 def applicable_ratings(scenario: Scenario, evaluator: CriteriaEvaluator) -> dict[str, ScenarioRating]:
     """Procedure id → the rating that applies to this patient: the first, in authored order, whose
     ``when`` holds (authors list a symptom-directed rating before the general one)."""
@@ -191,6 +154,18 @@ def choose_ordered_procedure(
         return min(enumerate(rated), key=rank)[1]
     listed = scenario_procedure_ids(scenario)
     return next((procedure for procedure in candidates if procedure.id in listed), candidates[0])
+
+
+def meant_by_order(order: DraftOrder, candidates: tuple[Procedure, ...]) -> tuple[Procedure, ...]:
+    """Candidates the order can mean: a study with ``required`` codes needs one of them on the order
+    (72132 alone is a CT with IV contrast, not a CT myelogram: that needs the injection 62284)."""
+    order_codes = {normalise_code(code.system, code.code) for code in order.codes}
+    return tuple(
+        procedure
+        for procedure in candidates
+        if not (required := {normalise_code(c.system, c.code) for c in procedure.codes if c.required})
+        or not required.isdisjoint(order_codes)
+    )
 
 
 def order_covers(order_codes: set[tuple[str, str]], procedure: Procedure) -> bool:
