@@ -1,6 +1,6 @@
 """Small selections over chart facts used by criteria operators (kept apart from criteria.py, whose
 evaluator loop is tuned for speed): the draft order's reasons in or outside a value set, and the
-newest dated result of a series."""
+ordering of evidence by date."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cds_service.chart.facts import ClinicalFact, FactKind
 from cds_service.kb.model import ValueSet
 from cds_service.reasoning.assessment import Evidence
 
-__all__ = ["reasons_in", "newest_dated", "evidence_day", "newest_first"]
+__all__ = ["reasons_in", "evidence_day", "newest_first"]
 
 
 def _day(value: date | None) -> date | None:
@@ -26,22 +26,6 @@ def reasons_in(reasons: Iterable[ClinicalFact], valueset: ValueSet, outside: boo
     while an order without reasons gives no evidence either way.
     """
     return [fact for fact in reasons if valueset.contains_any(fact.codes) is not outside]
-
-
-def newest_dated(facts: Iterable[ClinicalFact]) -> ClinicalFact | None:
-    """The newest fact that has a date (the first of equals, in chart order); None when none is dated.
-
-    ``latest`` criteria use it: a normal eGFR this week overrides a low one two months ago.
-    """
-    newest: ClinicalFact | None = None
-    newest_day: date | None = None
-    for fact in facts:
-        if fact.date is None:
-            continue
-        day = fact.date.date() if isinstance(fact.date, datetime) else fact.date
-        if newest_day is None or day > newest_day:
-            newest, newest_day = fact, day
-    return newest
 
 
 def evidence_day(item: Evidence) -> date | None:
