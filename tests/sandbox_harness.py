@@ -276,12 +276,10 @@ class PamaTab:
         # loopback. Our own discovery failing is caught by the service-traffic checks instead.
         if "Failed to load resource" in text and (url.endswith("/styles.css") or not url.startswith("http://127.0.0.1")):
             return
-        if text.startswith("Could not retrieve any services at discovery endpoint") and not self.service_url_in(text):
+        if text.startswith("Could not retrieve any services at discovery endpoint") \
+                and self.servers.service_url not in text:
             return
         self.problems.append(Problem("console error", f"{text} ({url})" if url else text))
-
-    def service_url_in(self, text: str) -> bool:
-        return self.servers.service_url in text
 
     def take_problems(self) -> list[Problem]:
         found, self.problems = self.problems, []
@@ -301,18 +299,12 @@ class PamaTab:
     # -- actions --------------------------------------------------------------------------------
 
     def load(self, patient: str) -> None:
+        """(Re)open the tab for ``patient``, with no study and no reason, once its first call is answered."""
+        calls = self.service_calls
         self.page.goto(self.servers.tab_url(patient), wait_until="domcontentloaded")
         self.page.locator("h1:has-text('PAMA Imaging')").wait_for(timeout=30_000)
-        self.settle(calls_before=0)
+        self.settle(calls_before=calls, timeout=30.0)
         self.patient = patient
-
-    def clear(self) -> None:
-        """Remove the study and every reason."""
-        remove = self.page.locator('button[title="Remove"]')
-        while remove.count():
-            calls = self.service_calls
-            remove.first.click()
-            self.settle(calls_before=calls)
 
     def _choose(self, box: int, code: str, display: str | None) -> str:
         field_ = self.page.locator('input[id^="react-select"]').nth(box)
