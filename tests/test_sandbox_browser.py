@@ -47,10 +47,14 @@ def _missing_parts() -> list[str]:
     return missing
 
 
-_MISSING = _missing_parts()
-if _MISSING and os.environ.get("CI", "").lower() == "true":
-    pytest.fail("browser test cannot run in CI: missing " + "; ".join(_MISSING), pytrace=False)
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason="browser test needs " + "; ".join(_MISSING))
+@pytest.fixture(scope="module", autouse=True)
+def browser_parts():
+    """Skip without a browser, Playwright or the sandbox build; in CI (CI=true) fail instead."""
+    missing = _missing_parts()
+    if missing and os.environ.get("CI", "").lower() == "true":
+        pytest.fail("browser test cannot run in CI: missing " + "; ".join(missing), pytrace=False)
+    if missing:
+        pytest.skip("browser test needs " + "; ".join(missing))
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def artifacts() -> Path:
+def artifacts(browser_parts) -> Path:
     path = Path(os.environ.get("CDS_BROWSER_ARTIFACTS") or tempfile.mkdtemp(prefix="sandbox-browser-artifacts-"))
     path.mkdir(parents=True, exist_ok=True)
     print(f"\nsandbox browser screenshots: {path}")
@@ -108,7 +112,7 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tab(artifacts):
+def tab(browser_parts, artifacts):
     """One browser and one page for the whole module; every case reloads the tab for its patient."""
     with running_servers(sandbox_build_dir(), artifacts / "servers") as servers, browser_context() as context:
         yield PamaTab.open(context, servers)
