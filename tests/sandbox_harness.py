@@ -12,6 +12,7 @@ What the sandbox does and which DOM hooks work: /work/shared/cds-hooks-sandbox/R
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -83,7 +84,7 @@ class _Processes:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         self.running.append((name, proc))
         return proc
@@ -108,6 +109,13 @@ class _Processes:
         for _name, proc in reversed(self.running):
             _stop(proc)
         self.running.clear()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even by SIGKILL (e.g. a CI timeout), since
+    the servers run in their own session and would otherwise outlive it. Linux only; elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -285,7 +293,7 @@ class PamaTab:
         found, self.problems = self.problems, []
         return found
 
-    def settle(self, calls_before: int | None = None, quiet: float = 0.4, timeout: float = 20.0) -> None:
+    def settle(self, calls_before: int | None = None, quiet: float = 0.3, timeout: float = 20.0) -> None:
         """Wait until the page's calls are done: (a new service call if one is expected, then) nothing
         in flight to our servers for ``quiet`` seconds."""
         deadline = time.monotonic() + timeout
@@ -310,7 +318,7 @@ class PamaTab:
         field_ = self.page.locator('input[id^="react-select"]').nth(box)
         field_.focus()
         field_.fill("")
-        field_.type(code, delay=15)
+        field_.type(code, delay=5)
         options = self.page.locator('[id*="-option-"]')
         option = options.filter(has_text=display).first if display else options.first
         option.wait_for(state="visible", timeout=10_000)
