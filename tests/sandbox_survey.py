@@ -158,6 +158,11 @@ def markdown(rows: list[dict], seconds: float) -> str:
         "and ACR tier in the answer. *Cards*: indicator, rendered height, summary. *Switch*: the first "
         "suggestion that replaces the study, taken in the tab, and what the study line and badge show then.",
         "",
+        "Not expressible in the tab: studies outside its 247 CPT codes (CT, MR and nuclear medicine only), "
+        "among them US pelvis 76856/76830, femur radiographs 73552, mammography 77065–77067, CT-guided biopsy "
+        "77012 and FDG-PET/CT skull base to mid-thigh 78815 — so they appear only as switch targets; ICD-10 "
+        "reasons and body sites (a bone tumour's site comes only from a chart).",
+        "",
         "Screenshots: [a low-value warning card](img/sandbox-before-card.png) (full page) and "
         "[the order after taking a switch suggestion](img/sandbox-before-switched.png).",
         "",
