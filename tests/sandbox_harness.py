@@ -40,9 +40,10 @@ REASONS_ONLY_PATIENT = "bt-reasons-only"
 
 
 def sandbox_build_dir() -> Path | None:
-    """The static sandbox build: $CDS_SANDBOX_BUILD, else the team's shared copy next to the checkout."""
+    """The static sandbox build: $CDS_SANDBOX_BUILD, else the team's shared copy (next to the checkout,
+    or at /work/shared for a clone elsewhere on our machines)."""
     candidates = [os.environ.get("CDS_SANDBOX_BUILD", "")]
-    for base in (REPO.parent, REPO.parent.parent):
+    for base in (REPO.parent, REPO.parent.parent, Path("/work")):
         candidates.append(str(base / "shared" / "cds-hooks-sandbox" / "build"))
     for candidate in filter(None, candidates):
         path = Path(candidate)
