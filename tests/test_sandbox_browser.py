@@ -9,7 +9,7 @@ checks what the clinician sees: the rating badge, the card's summary, that the c
 that the browser console shows no error caused by the service. Screenshots go to a temporary artifacts
 directory (printed; $CDS_BROWSER_ARTIFACTS to choose it).
 
-Needs /usr/bin/chromium (``bash .ci/browser.sh``), Playwright for Python (``[test]`` extra) and the
+Needs /usr/bin/chromium (``bash .ci/browser.sh``; $CDS_TEST_CHROMIUM for another binary), Playwright for Python (``[test]`` extra) and the
 sandbox build (/work/shared/cds-hooks-sandbox/build or $CDS_SANDBOX_BUILD); skipped without them, except
 in CI (CI=true), where a missing part fails the run.
 """
@@ -88,7 +88,8 @@ CASES = [
          (("309774006", "Weakness of limb"),),
          (APPROPRIATE,), (("MRI",), ("unsafe", "defibrillator", "MR safety"), ("myelograph",))),
     # Asymptomatic breast cancer survivor (reason only): a whole-body bone scan is a low-value
-    # surveillance scan.
+    # surveillance scan. Issue 11 (point 3) asks for a switch the EHR can apply, with cancel kept as a
+    # second suggestion, so this case too expects a switch to a named study rated ✓.
     Case("breast-reasons-only", REASONS_ONLY_PATIENT,
          ("78306", "Bone and/or joint imaging; whole body"),
          (("415076002", "Personal history of primary malignant neoplasm of breast"),),
