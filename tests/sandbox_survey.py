@@ -81,7 +81,7 @@ def _short(name: str, limit: int = 60) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def survey(tab: PamaTab, shots: Path | None) -> list[dict]:
+def survey(tab: PamaTab, shots: Path | None, stage: str = "before") -> list[dict]:
     rows = []
     for reason_set in SETS:
         tab.load(reason_set.patient)
@@ -94,7 +94,7 @@ def survey(tab: PamaTab, shots: Path | None) -> list[dict]:
                    "reasons": reason_names, "badge": state.badge, "rating": _rating_in(state.response),
                    "cards": _cards_cell(state), "heights": [c.height for c in state.cards], "switch": "—"}
             if shots and (reason_set.scenario, code) == ("breast, asymptomatic", "78306"):
-                tab.screenshot(shots / "sandbox-before-card.png")
+                tab.screenshot(shots / f"sandbox-{stage}-card.png")
             switches = switch_suggestions(state.response)
             if switches:
                 tab.click_suggestion(switches[0]["label"])
@@ -102,7 +102,7 @@ def survey(tab: PamaTab, shots: Path | None) -> list[dict]:
                 shown = f"“{_short(after.study)}”" if after.study else "**blank study line**"
                 row["switch"] = f"{switches[0]['label']} → {shown}, {after.badge}"
                 if shots and (reason_set.scenario, code) == ("bone tumour surveillance (chart)", "78306"):
-                    tab.page.screenshot(path=str(shots / "sandbox-before-switched.png"))
+                    tab.page.screenshot(path=str(shots / f"sandbox-{stage}-switched.png"))
             elif any(c.buttons for c in state.cards):
                 row["switch"] = "no switch; buttons: " + ", ".join(b for c in state.cards for b in c.buttons)
             row["problems"] = [f"{p.what}: {p.detail}" for p in tab.take_problems()]
@@ -141,12 +141,12 @@ def _summary(rows: list[dict]) -> list[str]:
     ]
 
 
-def markdown(rows: list[dict], seconds: float) -> str:
+def markdown(rows: list[dict], seconds: float, stage: str = "before") -> str:
     lines = [
-        "# The PAMA Imaging tab before the card rework (issue 11)",
+        f"# The PAMA Imaging tab {stage} the card rework (issue 11)",
         "",
         f"Measured {datetime.date.today().isoformat()} against the service as of commit `{_service_commit()}` "
-        "with `python -m tests.sandbox_survey --out docs/sandbox-before.md --screenshots docs/img/` (the CDS "
+        f"with `python -m tests.sandbox_survey --stage {stage} --out docs/sandbox-{stage}.md --screenshots docs/img/` (the CDS "
         "Hooks sandbox build of /work/shared/cds-hooks-sandbox, headless Chromium at 1400×1000, the service "
         f"and the fixture FHIR server on loopback; {len(rows)} combinations in {seconds:.0f} s). Evidence for "
         "the issue's closing note; the survey is run again after the fix.",
@@ -163,8 +163,8 @@ def markdown(rows: list[dict], seconds: float) -> str:
         "77012 and FDG-PET/CT skull base to mid-thigh 78815 — so they appear only as switch targets; ICD-10 "
         "reasons and body sites (a bone tumour's site comes only from a chart).",
         "",
-        "Screenshots: [a low-value warning card](img/sandbox-before-card.png) (full page) and "
-        "[the order after taking a switch suggestion](img/sandbox-before-switched.png).",
+        f"Screenshots: [a low-value warning card](img/sandbox-{stage}-card.png) (full page) and "
+        f"[the order after taking a switch suggestion](img/sandbox-{stage}-switched.png).",
         "",
         "## Summary",
         "",
@@ -195,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=Path, help="also keep the measured rows as JSON here; with --from-rows, "
                                                   "write the Markdown from such a file without measuring")
     parser.add_argument("--from-rows", action="store_true")
+    parser.add_argument("--stage", default="before", choices=("before", "after"),
+                        help="names the page and the screenshots (sandbox-<stage>…)")
     args = parser.parse_args(argv)
     if args.from_rows:
         saved = json.loads(args.rows.read_text())
-        args.out.write_text(markdown(saved["rows"], saved["seconds"]))
+        args.out.write_text(markdown(saved["rows"], saved["seconds"], args.stage))
         return 0
     build = sandbox_build_dir()
     if build is None:
@@ -208,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with running_servers(build) as servers, browser_context() as context:
-        rows = survey(PamaTab.open(context, servers), args.screenshots)
+        rows = survey(PamaTab.open(context, servers), args.screenshots, args.stage)
     seconds = time.monotonic() - started
     if args.rows:
         args.rows.write_text(json.dumps({"rows": rows, "seconds": seconds}, ensure_ascii=False, indent=1))
-    args.out.write_text(markdown(rows, seconds))
+    args.out.write_text(markdown(rows, seconds, args.stage))
     print(f"wrote {args.out} ({len(rows)} combinations)")
     return 0
 

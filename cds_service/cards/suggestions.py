@@ -7,6 +7,10 @@ from cds_service.hooks.response import Action, Suggestion, new_uuid
 from cds_service.kb.model import CPT, LOINC, SNOMED, CodeEntry, Procedure, normalise_code
 from cds_service.reasoning.assessment import OrderAssessment, ScanRating
 
+#: Parts that name a side (77065 unilateral / 77066 bilateral mammography): one of them is ordered.
+_LATERALITY = frozenset({"unilateral", "bilateral", "left", "right"})
+
+
 def switch_suggestion(
     assessment: OrderAssessment,
     target: Procedure,
@@ -52,6 +56,9 @@ def target_codings(target: Procedure, ordered_part: str | None, systems: tuple[s
             # without it, 72129 alone would order a CT with IV contrast.
             required = [c for c in same_system if c.required and c is not match]
             return [_coding(c, target) for c in (*required, match)]
+    sides = [c for c in parted if c.part in _LATERALITY]
+    if sides:  # laterality parts are alternatives, not components: one exam of both sides
+        return [_coding(next((c for c in sides if c.part == "bilateral"), sides[0]), target)]
     if parted and len(parted) == len(same_system) and len({c.part for c in parted}) == len(parted):
         return [_coding(c, target) for c in parted]
     return [_coding(primary, target)]
