@@ -30,6 +30,8 @@ from tests.sandbox_harness import (CHROMIUM, REASONS_ONLY_PATIENT, PamaTab, brow
 MAX_CARD_HEIGHT = 900       # px at a 1400×1000 viewport: a card read in five seconds fits on the screen
 MAX_SUMMARY = 140           # CDS Hooks: summary under 140 characters
 APPROPRIATE, NOT_APPROPRIATE = "appropriate✓", "not-appropriate⚠"
+#: Shown as bare text by the tab; allowed only where a case says so, and only next to a card that explains it.
+NO_CRITERIA = "no-criteria-apply"
 # Words a clinician must not see in a card (internal references and notes).
 INTERNAL_TEXT = re.compile(r"example-request-id|ServiceRequest/|\bseed\b", re.IGNORECASE)
 
@@ -65,6 +67,7 @@ class Case:
     reasons: tuple[tuple[str, str], ...]
     badges: tuple[str, ...]            # accepted rating lines for the ordered study
     summary_words: tuple[tuple[str, ...], ...]   # every group must be present (any word of a group)
+    badges_after_switch: tuple[str, ...] = (APPROPRIATE,)
 
 
 CASES = [
@@ -95,12 +98,14 @@ CASES = [
          (("415076002", "Personal history of primary malignant neoplasm of breast"),),
          (NOT_APPROPRIATE,), (("bone scan",), ("low-value", "low value", "Usually Not Appropriate"))),
     # Rectal cancer after radiotherapy, new presacral mass already seen on a recent MRI (fixture chart):
-    # another pelvic MRI is not the next step, a CT-guided biopsy is. The scenario is recognised, so the
-    # order's rating must be readable (✓ or ⚠; not a bare no-criteria-apply).
+    # another pelvic MRI is not the next step, a CT-guided biopsy is. No ACR imaging variant rates a
+    # pelvic MRI (or a biopsy) for a suspected presacral recurrence, so the honest Argonaut code is
+    # no-criteria-apply — allowed here only because the card beside it says what to do instead, and
+    # after the switch the biopsy (not an imaging study PAMA criteria rate) keeps that code.
     Case("rectal-fixture-chart", "fx-rectal-presacral",
          ("72197", "imaging, pelvis; without contrast material(s), followed by"),
          (("74285003", "Mass of pelvic structure"),),
-         (APPROPRIATE, NOT_APPROPRIATE), (("biopsy",),)),
+         (APPROPRIATE, NOT_APPROPRIATE, NO_CRITERIA), (("biopsy",),), (APPROPRIATE, NO_CRITERIA)),
 ]
 
 
@@ -137,6 +142,7 @@ def test_pama_tab(tab: PamaTab, artifacts: Path, case: Case):
 
     check(before.badge in case.badges, f"rating badge is {before.badge!r}, expected one of {case.badges}")
     check(bool(before.cards), "no card is shown")
+    check(before.badge != NO_CRITERIA or bool(before.cards), "no-criteria-apply is shown without a card explaining it")
     for card in before.cards:
         check(card.height <= MAX_CARD_HEIGHT, f"card {card.summary[:60]!r} is {card.height:.0f} px tall "
                                               f"(at most {MAX_CARD_HEIGHT})")
@@ -160,7 +166,8 @@ def test_pama_tab(tab: PamaTab, artifacts: Path, case: Case):
         check(bool(after.study), f"after {switches[0]['label']!r} the order shows no study name "
                                  f"(codes {switches[0]['codes']})")
         check(after.study != study_name, f"after {switches[0]['label']!r} the study is still {after.study!r}")
-        check(after.badge == APPROPRIATE, f"after {switches[0]['label']!r} the rating badge is {after.badge!r}")
+        check(after.badge in case.badges_after_switch,
+              f"after {switches[0]['label']!r} the rating badge is {after.badge!r}")
 
     for problem in tab.take_problems():
         failures.append(f"{problem.what}: {problem.detail}")

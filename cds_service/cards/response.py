@@ -38,6 +38,8 @@ from cds_service.reasoning.engine import is_ruled_out
 
 SUMMARY_LIMIT = 139
 LINK_LABEL_LIMIT = 100
+#: The evidence page and the first primary source: more links make a card taller, not clearer.
+MAX_LINKS = 2
 UA = Appropriateness.USUALLY_APPROPRIATE
 
 
@@ -280,7 +282,7 @@ def _links(scenario: Scenario, context: _Context) -> tuple[Link, ...]:
         links.append(Link(label="All ratings and rules for this scenario",
                           url=wording.evidence_url(context.evidence_base_url, scenario.id)))
     for source in wording.primary_sources(scenario.sources, context.knowledge):
-        if source.url and len(links) < 3:
+        if source.url and len(links) < MAX_LINKS:
             links.append(Link(label=_fit(source.title, limit=LINK_LABEL_LIMIT), url=source.url))
     return tuple(links)
 
