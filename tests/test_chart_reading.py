@@ -240,3 +240,10 @@ def test_a_fetched_medication_request_coded_by_reference_is_read_with_its_medica
     assert modes == ["match", "include"]
     chart = facts(keys=prefetch)
     assert holds({"medication": "endocrine-therapy", "reason_in": "breast-cancer", "within_days": 200}, chart)
+
+
+def test_a_radiotherapy_course_under_way_is_recent_treatment_however_long_ago_it_began():
+    ongoing = radiotherapy(id="rt-now", performed=None, period=("2023-12-01", None), status="in-progress")
+    finished = radiotherapy(id="rt-old", performed=None, period=("2023-12-01", "2024-01-20"), status="completed")
+    assert holds({"procedure": "radiotherapy", "within_days": 30}, facts(ongoing))
+    assert not holds({"procedure": "radiotherapy", "within_days": 30}, facts(finished))

@@ -60,7 +60,8 @@ draft order reasonCode    ORDER_REA. ``today``                                  
 
 Periods resolve to their *end* for things whose completion matters (a procedure or a
 treatment course, e.g. mCODE RadiotherapyCourseSummary's performedPeriod.end) and to their
-*start* otherwise. Codes are the resource's main CodeableConcept (Condition/Procedure/
+*start* otherwise. A Procedure ``in-progress`` whose period has no end yet (a radiotherapy course
+under way) is dated ``today``: it is happening now, however long ago it began. Codes are the resource's main CodeableConcept (Condition/Procedure/
 Observation/AllergyIntolerance ``code``, Device ``type``, medication ``medicationCodeableConcept``
 or the referenced Medication's ``code`` when that Medication is in the prefetch). Specifics:
 
@@ -142,7 +143,8 @@ def extract_chart_facts(
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
 
-    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant, is_study)
+    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant, is_study,
+                          today)
     facts: list[ClinicalFact] = []
     skipped = gathered.skipped
     for resource_type, source, resource in gathered.resources:
