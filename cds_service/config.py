@@ -51,6 +51,8 @@ class Settings:
     fhir_read_timeout: float = 3.0
     #: Bundle pages followed per prefetch query (``Bundle.link[next]``).
     fhir_max_pages: int = 5
+    #: Prefetch queries fetched at once from a FHIR server (one wave for all templates).
+    fhir_max_concurrency: int = 16
     #: Largest FHIR response body read from a FHIR server.
     fhir_max_response_bytes: int = 8 * 1024 * 1024
     #: Value of the ``pama-rating-qcdsm-consulted`` extension (a CMS G-code where one applies).
@@ -95,6 +97,8 @@ class Settings:
                 raise ValueError("production mode refuses to start without CDS_TRUSTED_ISSUERS_FILE")
             if "*" in self.cors_origins:
                 raise ValueError("CDS_CORS_ORIGINS='*' is only allowed in development mode")
+        if self.fhir_max_concurrency < 1:
+            raise ValueError("CDS_FHIR_MAX_CONCURRENCY must be at least 1")
         if self.max_body_bytes <= 0:
             raise ValueError("CDS_MAX_BODY_BYTES must be positive")
 

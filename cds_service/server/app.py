@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         read_timeout=settings.fhir_read_timeout,
         max_pages=settings.fhir_max_pages,
         max_response_bytes=settings.fhir_max_response_bytes,
+        max_concurrency=settings.fhir_max_concurrency,
     )
     decisions = DecisionService(
         settings=settings,
