@@ -63,6 +63,9 @@ class Settings:
     knowledge_dir: str = ""
     #: Extra knowledge directories (site or licensed criteria) loaded on top of the base.
     knowledge_extra_dirs: tuple[str, ...] = ()
+    #: Where digests of schema-validated knowledge files are kept, so that a restart validates only
+    #: changed files; empty = ``$XDG_CACHE_HOME/onc-imaging-cds``, ``off`` = validate every start.
+    knowledge_cache_dir: str = ""
     #: Allowed clock skew for JWT ``exp``/``iat``.
     jwt_leeway_seconds: int = 30
     #: Key for the keyed hash of patient ids in the audit log; generated and kept in the database
@@ -83,6 +86,16 @@ class Settings:
             values[f.name] = _convert(f.type, raw, f.name)
         settings = cls(**values)
         return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def knowledge_cache(self) -> str | None:
+        """The knowledge validation cache directory, or None when it is switched off."""
+        if self.knowledge_cache_dir.strip().lower() == "off":
+            return None
+        if self.knowledge_cache_dir:
+            return self.knowledge_cache_dir
+        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(cache_home, "onc-imaging-cds")
 
     @property
     def development(self) -> bool:

@@ -23,7 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 
 from cds_service.kb.references import Document, MergedDocuments, RawDocuments, ReferenceChecker, merge_documents
-from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_problems
+from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_digest, schema_problems
+from cds_service.kb.validation_cache import ValidationCache
 from cds_service.kb.model import (
     Appropriateness,
     CodeEntry,
@@ -72,8 +73,8 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _read_json(node: Traversable) -> Any:
-    return json.loads(node.read_text(encoding="utf-8"), object_pairs_hook=_reject_duplicate_keys)
+def _read_json(content: bytes) -> Any:
+    return json.loads(content.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
 
 
 def _as_node(directory: str | Path | Traversable) -> Traversable:
@@ -116,15 +117,21 @@ def _collect(directory: Traversable, label: str, is_base: bool, raw: RawDocument
 
 
 def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_base: bool) -> None:
+    content = node.read_bytes()
     try:
-        data = _read_json(node)
+        data = _read_json(content)
     except (ValueError, UnicodeDecodeError) as exc:
         raw.problems.append(f"{label}: $: not valid JSON: {exc}")
         return
-    problems = schema_problems(kind, data, label)
-    if problems:
-        raw.problems.extend(problems)
-        return
+    cache = raw.cache
+    digest = cache.digest(kind, content) if cache is not None else None
+    if digest is None or not cache.known_valid(digest):
+        problems = schema_problems(kind, data, label)
+        if problems:
+            raw.problems.extend(problems)
+            return
+        if digest is not None:
+            cache.add(digest)
     raw.docs.append(Document(label, kind, data, is_base))
 
 
@@ -259,14 +266,21 @@ def _default_base() -> Traversable:
 def load_knowledge(
     base_dir: str | Path | None = None,
     extra_dirs: Sequence[str | Path] = (),
+    *,
+    cache_dir: str | Path | None = None,
+    trust_cache: bool = True,
 ) -> Knowledge:
     """Load, validate and cross-check the knowledge base; raise :class:`KnowledgeError` listing every problem.
 
     ``base_dir`` replaces the packaged knowledge (``cds_service.knowledge_data``); ``extra_dirs`` are
     loaded on top of it, in order. An extra directory may add sources, procedures, value sets,
     definitions, contraindications, override reasons and scenarios, but never redefine an id.
+    With ``cache_dir``, files whose exact bytes already passed the schema skip it
+    (:mod:`cds_service.kb.validation_cache`); ``trust_cache=False`` validates all and records them.
     """
     raw = RawDocuments()
+    if cache_dir is not None:
+        raw.cache = ValidationCache(cache_dir, schema_digest(), trust=trust_cache)
     base = _as_node(base_dir) if base_dir else _default_base()
     base_label = str(base_dir) if base_dir else "knowledge"
     _collect(base, base_label, True, raw)
@@ -276,6 +290,8 @@ def load_knowledge(
         # Files that are not well-formed are left out, so reference checks would only add noise
         # ("unknown definition" for every name of a broken definitions.json): report these first.
         raise KnowledgeError(raw.problems)
+    if raw.cache is not None:
+        raw.cache.save()
     merged = merge_documents(raw)
     ReferenceChecker(merged, raw.problems).run()
     if raw.problems:

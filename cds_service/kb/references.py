@@ -27,6 +27,7 @@ class RawDocuments:
 
     docs: list[Document] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    cache: Any = None  # a ValidationCache, when schema results may be reused
 
 
 #: Criterion operators whose value names a value set.

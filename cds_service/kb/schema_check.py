@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from typing import Any
@@ -33,13 +34,24 @@ SCENARIO_KIND = "scenario"
 _schema_cache: dict[str, Draft202012Validator] = {}
 
 
+def _schema_node():
+    node = resources.files(PACKAGE)
+    for part in SCHEMA_FILE:
+        node = node.joinpath(part)
+    return node
+
+
+def schema_digest() -> str:
+    """Identifies the schema a file was validated against (its bytes and the validator's version)."""
+    import jsonschema
+
+    return hashlib.sha256(_schema_node().read_bytes() + jsonschema.__version__.encode()).hexdigest()
+
+
 def validators() -> dict[str, Draft202012Validator]:
     """One validator per file kind, built once per process from the packaged schema."""
     if not _schema_cache:
-        node = resources.files(PACKAGE)
-        for part in SCHEMA_FILE:
-            node = node.joinpath(part)
-        schema = json.loads(node.read_text(encoding="utf-8"))
+        schema = json.loads(_schema_node().read_text(encoding="utf-8"))
         Draft202012Validator.check_schema(schema)
         root = {key: value for key, value in schema.items() if key not in ("anyOf",)}
         for kind in (*FILE_KINDS.values(), SCENARIO_KIND):
