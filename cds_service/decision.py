@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
 from cds_service.audit.records import patient_hash
 from cds_service.cards.response import RatedOrder, build_response
 from cds_service.chart.extract import extract_chart_facts
-from cds_service.chart.facts import ChartFacts, DraftOrder
+from cds_service.chart.facts import DraftOrder
 from cds_service.chart.orders import read_draft_orders
 from cds_service.config import Settings
 from cds_service.errors import InvalidRequest, PrefetchUnavailable, Unauthorized
@@ -27,7 +27,7 @@ from cds_service.hooks.request import HookRequest, parse_hook_request
 from cds_service.hooks.schemas import problems
 from cds_service.hooks.services import ServiceDefinition
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
-from cds_service.reasoning.engine import assess_order
+from cds_service.reasoning.engine import assess_orders
 from cds_service.audit.store import CardRecord, DecisionRecord, ReplayedToken, Store
 
 log = logging.getLogger("cds_service.decision")
@@ -76,7 +76,7 @@ class DecisionService:
         today = today or datetime.now(timezone.utc).date()
         chart = extract_chart_facts(prefetch, None, today, is_relevant=self.knowledge.knows_code,
                                     is_study=self._is_study_code)
-        assessments = [assess_order(order, _with_order(chart, order, today), self.knowledge) for order in rateable]
+        assessments = assess_orders(rateable, chart, self.knowledge)
         body_out, rated = build_response(
             assessments,
             self.knowledge,
@@ -214,9 +214,3 @@ class _ReplayGuard:
         jti, self._jti = self._jti, None
         if jti is not None and not self._store.remember_jti(*jti):
             raise Unauthorized("jti already used (replay)")
-
-
-def _with_order(chart: ChartFacts, order: DraftOrder, today: date) -> ChartFacts:
-    """The chart plus this order's own reasons (each order of an order-sign has its own)."""
-    own = extract_chart_facts(None, order, today)
-    return replace(chart, facts=chart.facts + own.facts)

@@ -226,13 +226,6 @@ def test_ratings_and_preferences_are_consistent(kb: Knowledge):
     assert spine.surveillance.intervals == ((12, 3), (24, 6), (None, 12))
 
 
-def test_loading_is_fast():
-    load_knowledge()  # warm the schema cache, as start-up does once
-    started = time.perf_counter()
-    load_knowledge()
-    assert time.perf_counter() - started < 1.0
-
-
 def test_clinician_text_is_not_copied_from_the_sources(kb: Knowledge):
     """Own words: no run of 8 words in names, summaries, advice or labels is found in the sources."""
     references = [*(SHARED / "seeds").glob("*.txt"), SHARED / "reference" / "clinical-knowledge.md"]

@@ -157,7 +157,7 @@ def extract_chart_facts(
             skipped += 1
 
     if order is not None:
-        facts.extend(_order_reasons(order, today))
+        facts.extend(order_reason_facts(order, today))
 
     return ChartFacts(
         facts=tuple(facts),
@@ -348,8 +348,9 @@ _READERS: dict[str, Reader] = {
 }
 
 
-def _order_reasons(order: DraftOrder, today: date) -> list[ClinicalFact]:
+def order_reason_facts(order: DraftOrder, today: date) -> tuple[ClinicalFact, ...]:
+    """Each reasonCode coding of the draft order as an ORDER_REASON fact dated ``today``."""
     source = order.reference or "ServiceRequest"
-    return [ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
-                         text=code.display)
-            for code in order.reason_codes]
+    return tuple(ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
+                              text=code.display)
+                 for code in order.reason_codes)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 
+from cds_service.kb.compiled import intern_criterion
 from cds_service.kb.references import Document, MergedDocuments, RawDocuments, ReferenceChecker, merge_documents
 from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_digest, schema_problems
 from cds_service.kb.validation_cache import ValidationCache
@@ -146,6 +147,26 @@ def _code_entry(raw: Mapping[str, Any]) -> CodeEntry:
     return CodeEntry(system=system, code=raw["code"].strip(), source=raw["source"], confidence=raw["confidence"],
                      display=raw.get("display"), part=raw.get("part"),
                      required=raw.get("required", False))
+
+
+def _intern_criteria(merged: MergedDocuments) -> None:
+    """Equal criteria anywhere in the knowledge become one object (see kb.compiled)."""
+    table: dict[str, Any] = {}
+
+    def shared(item: dict, key: str) -> None:
+        if item.get(key) is not None:
+            item[key] = intern_criterion(item[key], table)
+
+    for name, (label, criterion) in list(merged.definitions.items()):
+        merged.definitions[name] = (label, intern_criterion(criterion, table))
+    for _, item in merged.contraindications.values():
+        shared(item, "when")
+    for _, scenario in merged.scenarios.values():
+        shared(scenario, "when")
+        for part in (*scenario["ratings"], *scenario.get("preferred", ()), *scenario.get("recommendations", ())):
+            shared(part, "when")
+        if scenario.get("surveillance"):
+            shared(scenario["surveillance"], "anchor")
 
 
 def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]) -> Knowledge:
@@ -299,6 +320,7 @@ def load_knowledge(
     base_versions = [m["knowledge_version"] for from_base, m in merged.manifests if from_base]
     extra_versions = [m["knowledge_version"] for from_base, m in merged.manifests if not from_base]
     base_version = base_versions[0] if base_versions else "unknown"
+    _intern_criteria(merged)
     return _build(merged, base_version, extra_versions)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from cds_service.kb.grammar import OPERATOR_NAMES
+
 PACKAGE = "cds_service.knowledge_data"
 
 
@@ -43,9 +45,9 @@ def _schema_node():
 
 def schema_digest() -> str:
     """Identifies the schema a file was validated against (its bytes and the validator's version)."""
-    import jsonschema
+    from importlib.metadata import version
 
-    return hashlib.sha256(_schema_node().read_bytes() + jsonschema.__version__.encode()).hexdigest()
+    return hashlib.sha256(_schema_node().read_bytes() + version("jsonschema").encode()).hexdigest()
 
 
 def validators() -> dict[str, Draft202012Validator]:
@@ -65,9 +67,9 @@ def _describe(error: ValidationError) -> str:
         (error.validator == "anyOf" and _is_criterion_schema(error.schema))
         or (error.validator == "additionalProperties" and _is_operator_schema(error.schema))
     ):
-        present = sorted(k for k in error.instance if k in _OPERATOR_NAMES)
+        present = sorted(k for k in error.instance if k in OPERATOR_NAMES)
         if not present:
-            return f"a criterion needs exactly one operator key ({', '.join(_OPERATOR_NAMES)}); found none"
+            return f"a criterion needs exactly one operator key ({', '.join(OPERATOR_NAMES)}); found none"
         if len(present) > 1:
             return f"a criterion needs exactly one operator key; found {len(present)}: {', '.join(present)}"
     if error.validator == "anyOf" and isinstance(error.instance, dict) and "codes" in error.instance:
@@ -80,15 +82,12 @@ def _describe(error: ValidationError) -> str:
 def _is_operator_schema(schema: Any) -> bool:
     """The schema of one operator's criterion (required: [operator], closed)."""
     required = schema.get("required", []) if isinstance(schema, dict) else []
-    return len(required) == 1 and required[0] in _OPERATOR_NAMES and schema.get("additionalProperties") is False
+    return len(required) == 1 and required[0] in OPERATOR_NAMES and schema.get("additionalProperties") is False
 
 
 def _is_criterion_schema(schema: Any) -> bool:
     return isinstance(schema, dict) and str(schema.get("description", "")).startswith("Exactly one operator key")
 
-
-_OPERATOR_NAMES = ("all", "any", "not", "ref", "condition", "procedure", "medication", "observation",
-                   "marker_trend", "device", "allergy", "finding", "imaging", "stage")
 
 
 def schema_problems(kind: str, document: Any, label: str) -> list[str]:
