@@ -74,6 +74,7 @@ class ServiceProcess:
 
 def start_dev_server(tmp_path: Path, port: int, **settings: str) -> ServiceProcess:
     """``python -m cds_service serve`` on 127.0.0.1:``port`` with a SQLite database in ``tmp_path``."""
-    env = clean_env(CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'service.sqlite3'}", CDS_LOG_LEVEL="WARNING", **settings)
+    defaults = {"CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'service.sqlite3'}", "CDS_LOG_LEVEL": "WARNING"}
+    env = clean_env(**{**defaults, **settings})
     return ServiceProcess([sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
                           env, tmp_path, tmp_path / "serve.log")
