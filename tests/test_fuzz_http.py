@@ -41,7 +41,7 @@ def _assert_answered(answer: requests.Response, server) -> None:
     assert server.alive()
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=200)
 @given(call=hook_calls())
 def test_no_hook_body_gets_a_5xx(service, call):
     url, session, server = service
@@ -51,7 +51,7 @@ def test_no_hook_body_gets_a_5xx(service, call):
     _assert_answered(answer, server)
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(call=feedback_calls())
 def test_no_feedback_body_gets_a_5xx(service, call):
     url, session, server = service
@@ -61,7 +61,7 @@ def test_no_feedback_body_gets_a_5xx(service, call):
     _assert_answered(answer, server)
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=150)
 @given(request=discovery_requests())
 def test_no_discovery_or_preflight_request_gets_a_5xx(service, request):
     url, session, server = service
