@@ -37,6 +37,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 SELECT = "onc-imaging-order-select"
+SIGN = "onc-imaging-order-sign"
 
 
 def free_port() -> int:
@@ -63,6 +64,16 @@ def order_select(selections=None, note=None) -> dict:
                     "selections": selections if selections is not None else ["ServiceRequest/bench-order"]},
         "prefetch": {key: None for key in PREFETCH_TEMPLATES},
     }
+
+
+def order_sign(orders: int) -> dict:
+    """An order-sign of ``orders`` copies of the rated bone-scan order (distinct ids)."""
+    body = order_select()
+    body["hook"] = "order-sign"
+    del body["context"]["selections"]
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    body["context"]["draftOrders"]["entry"] = [{"resource": {**order, "id": f"bench-order-{n}"}} for n in range(orders)]
+    return body
 
 
 def compact(body) -> bytes:
@@ -98,6 +109,13 @@ def cases(skip_largest: bool) -> list[tuple[str, str, bytes]]:
         ("feedback card nested 1,000 deep", feedback,
          with_member({"feedback": [{"card": "x", "outcome": "accepted", "outcomeTimestamp": "2026-11-21T08:13:37Z"}]},
                      ("feedback", 0, "card"), deep_text(1000, "list"))),
+    ]
+    # Bodies at the bounds of cds_service/hooks/limits.py (the largest ones that reach the schema
+    # check or the answer), and the order-sign of issue 13 (5,000 orders: a 35.7 MB answer before).
+    found += [
+        ("feedback, 500 empty entries (the bound)", feedback, compact({"feedback": [{}] * 500})),
+        ("order-sign, 5,000 draft orders", f"/cds-services/{SIGN}", compact(order_sign(5000))),
+        ("order-sign, 100 draft orders (the bound)", f"/cds-services/{SIGN}", compact(order_sign(100))),
     ]
     if skip_largest:
         found = [case for case in found if "300,000" not in case[0]]

@@ -72,9 +72,17 @@ class ServiceProcess:
             pass
 
 
-def start_dev_server(tmp_path: Path, port: int, **settings: str) -> ServiceProcess:
-    """``python -m cds_service serve`` on 127.0.0.1:``port`` with a SQLite database in ``tmp_path``."""
+#: Run a command as root without the capabilities that bypass file permissions: the process then
+#: meets a file's mode like an unprivileged user would (root's tests of unwritable files).
+WITHOUT_FILE_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner")
+
+
+def start_dev_server(tmp_path: Path, port: int, *, prefix: tuple[str, ...] = (), **settings: str) -> ServiceProcess:
+    """``python -m cds_service serve`` on 127.0.0.1:``port`` with a SQLite database in ``tmp_path``.
+
+    ``prefix``: a command the server runs under (e.g. :data:`WITHOUT_FILE_OVERRIDE`).
+    """
     defaults = {"CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'service.sqlite3'}", "CDS_LOG_LEVEL": "WARNING"}
     env = clean_env(**{**defaults, **settings})
-    return ServiceProcess([sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                          env, tmp_path, tmp_path / "serve.log")
+    command = [*prefix, sys.executable, "-m", "cds_service", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return ServiceProcess(command, env, tmp_path, tmp_path / "serve.log")
