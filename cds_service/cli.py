@@ -40,10 +40,12 @@ def _serve(host: str, port: int) -> int:
 
 
 def _check_knowledge(base: str | None, extra_dirs: list[str]) -> int:
+    from cds_service.config import Settings
     from cds_service.kb.loader import KnowledgeError, load_knowledge
 
     try:
-        knowledge = load_knowledge(base, extra_dirs)
+        # Every file is validated; the validation cache is left warm for the service's next start.
+        knowledge = load_knowledge(base, extra_dirs, cache_dir=Settings.from_env().knowledge_cache, trust_cache=False)
     except KnowledgeError as error:
         print(f"knowledge base INVALID:\n{error}", file=sys.stderr)
         return 1

@@ -51,6 +51,8 @@ class Settings:
     fhir_read_timeout: float = 3.0
     #: Bundle pages followed per prefetch query (``Bundle.link[next]``).
     fhir_max_pages: int = 5
+    #: Prefetch queries fetched at once from a FHIR server (one wave for all templates).
+    fhir_max_concurrency: int = 16
     #: Largest FHIR response body read from a FHIR server.
     fhir_max_response_bytes: int = 8 * 1024 * 1024
     #: Value of the ``pama-rating-qcdsm-consulted`` extension (a CMS G-code where one applies).
@@ -61,6 +63,9 @@ class Settings:
     knowledge_dir: str = ""
     #: Extra knowledge directories (site or licensed criteria) loaded on top of the base.
     knowledge_extra_dirs: tuple[str, ...] = ()
+    #: Where digests of schema-validated knowledge files are kept, so that a restart validates only
+    #: changed files; empty = ``$XDG_CACHE_HOME/onc-imaging-cds``, ``off`` = validate every start.
+    knowledge_cache_dir: str = ""
     #: Allowed clock skew for JWT ``exp``/``iat``.
     jwt_leeway_seconds: int = 30
     #: Key for the keyed hash of patient ids in the audit log; generated and kept in the database
@@ -83,6 +88,16 @@ class Settings:
         return replace(settings, **overrides) if overrides else settings
 
     @property
+    def knowledge_cache(self) -> str | None:
+        """The knowledge validation cache directory, or None when it is switched off."""
+        if self.knowledge_cache_dir.strip().lower() == "off":
+            return None
+        if self.knowledge_cache_dir:
+            return self.knowledge_cache_dir
+        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(cache_home, "onc-imaging-cds")
+
+    @property
     def development(self) -> bool:
         return self.mode == DEVELOPMENT
 
@@ -95,6 +110,8 @@ class Settings:
                 raise ValueError("production mode refuses to start without CDS_TRUSTED_ISSUERS_FILE")
             if "*" in self.cors_origins:
                 raise ValueError("CDS_CORS_ORIGINS='*' is only allowed in development mode")
+        if self.fhir_max_concurrency < 1:
+            raise ValueError("CDS_FHIR_MAX_CONCURRENCY must be at least 1")
         if self.max_body_bytes <= 0:
             raise ValueError("CDS_MAX_BODY_BYTES must be positive")
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
 from cds_service.audit.records import instance_name, patient_hash
 from cds_service.cards.response import RatedOrder, build_response
 from cds_service.chart.extract import extract_chart_facts
-from cds_service.chart.facts import ChartFacts, DraftOrder
+from cds_service.chart.facts import DraftOrder
 from cds_service.chart.orders import read_draft_orders
 from cds_service.config import Settings
-from cds_service.errors import PrefetchUnavailable
+from cds_service.errors import PrefetchUnavailable, Unauthorized
 from cds_service.ehr.fhir_client import FhirClient
 from cds_service.kb.model import Knowledge, normalise_code
 from cds_service.observability import Metrics
@@ -27,8 +27,8 @@ from cds_service.hooks.request import HookRequest, parse_hook_request
 from cds_service.hooks.feedback import parse_feedback
 from cds_service.hooks.services import ServiceDefinition
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
-from cds_service.reasoning.engine import assess_order
-from cds_service.audit.store import CardRecord, DecisionRecord, Store
+from cds_service.reasoning.engine import assess_orders
+from cds_service.audit.store import CardRecord, DecisionRecord, ReplayedToken, Store
 
 log = logging.getLogger("cds_service.decision")
 
@@ -48,7 +48,18 @@ class DecisionService:
     metrics: Metrics
     audit_key: bytes
 
-    def decide(self, service: ServiceDefinition, body: Any, *, today: date | None = None) -> dict:
+    def decide(self, service: ServiceDefinition, body: Any, *, today: date | None = None,
+               jti: tuple[str, str, datetime] | None = None) -> dict:
+        """The answer to one hook call. ``jti`` (``(iss, jti, expires_at)`` of the caller's verified
+        JWT) is remembered in the same transaction as the call's decisions, or on its own when the
+        call ends without any; a token already used raises ``Unauthorized``."""
+        replay = _ReplayGuard(self.store, jti)
+        try:
+            return self._decide(service, body, today, replay)
+        finally:
+            replay.remember_if_unused()
+
+    def _decide(self, service: ServiceDefinition, body: Any, today: date | None, replay: "_ReplayGuard") -> dict:
         started = time.perf_counter()
         request = parse_hook_request(body, service)
         orders, _notes = read_draft_orders(request.context.get("draftOrders"), request.selections)
@@ -57,14 +68,14 @@ class DecisionService:
         rateable = [o for o in orders if o.codes and self.knowledge.procedures_for(o.codes)]
         if not rateable:
             self._log(request, service, started, cards=0, outcome="nothing-to-rate")
-            self._audit_silent(request, service, [o for o in orders if o.codes], started)
+            self._audit_silent(request, service, [o for o in orders if o.codes], started, replay)
             return {"cards": []}
 
         prefetch = self._complete_prefetch(service, request)
         today = today or datetime.now(timezone.utc).date()
         chart = extract_chart_facts(prefetch, None, today, is_relevant=self.knowledge.knows_code,
                                     is_study=self._is_study_code)
-        assessments = [assess_order(order, _with_order(chart, order, today), self.knowledge) for order in rateable]
+        assessments = assess_orders(rateable, chart, self.knowledge)
         body_out, rated = build_response(
             assessments,
             self.knowledge,
@@ -73,7 +84,7 @@ class DecisionService:
             evidence_base_url=self.settings.public_base_url,
         )
         latency_ms = (time.perf_counter() - started) * 1000
-        self._audit(request, service, rated, latency_ms)
+        self._audit(request, service, rated, latency_ms, replay)
         self._count(service, rated)
         self._log(
             request, service, started, cards=len(body_out["cards"]),
@@ -114,7 +125,8 @@ class DecisionService:
 
     # --- audit and telemetry -------------------------------------------------------------------
 
-    def _audit(self, request: HookRequest, service: ServiceDefinition, rated: list[RatedOrder], latency_ms: float):
+    def _audit(self, request: HookRequest, service: ServiceDefinition, rated: list[RatedOrder], latency_ms: float,
+               replay: "_ReplayGuard"):
         decided_at = datetime.now(timezone.utc)
         hashed = patient_hash(self.audit_key, request.patient_id)
         records = []
@@ -144,16 +156,17 @@ class DecisionService:
                 ),
                 instance=instance_name(),  # the worker's pid: the app is built before gunicorn forks
             ))
-        # One transaction for all orders of the call: an order-sign of ten orders is one commit.
-        self.store.record_decisions(records)
+        # One transaction for all orders of the call (and its JWT jti): ten orders are one commit.
+        replay.record_with(records)
 
-    def _audit_silent(self, request: HookRequest, service: ServiceDefinition, orders: list[DraftOrder], started: float):
+    def _audit_silent(self, request: HookRequest, service: ServiceDefinition, orders: list[DraftOrder], started: float,
+                      replay: "_ReplayGuard"):
         """Orders we deliberately said nothing about are decisions too (outcome ``not-rated``)."""
         if not orders:
             return
         latency_ms = (time.perf_counter() - started) * 1000
         silent = [RatedOrder(OrderAssessment(order=o, outcome=Outcome.NOT_RATED, reason="study not in catalogue"), None, None, ()) for o in orders]
-        self._audit(request, service, silent, latency_ms)
+        self._audit(request, service, silent, latency_ms, replay)
         self._count(service, silent)
 
     def _count(self, service: ServiceDefinition, rated: list[RatedOrder]):
@@ -180,7 +193,21 @@ class DecisionService:
         )
 
 
-def _with_order(chart: ChartFacts, order: DraftOrder, today: date) -> ChartFacts:
-    """The chart plus this order's own reasons (each order of an order-sign has its own)."""
-    own = extract_chart_facts(None, order, today)
-    return replace(chart, facts=chart.facts + own.facts)
+class _ReplayGuard:
+    """Remembers one call's JWT ``jti`` exactly once: with its decisions when there are any."""
+
+    def __init__(self, store: Store, jti: tuple[str, str, datetime] | None):
+        self._store, self._jti = store, jti
+
+    def record_with(self, records: list[DecisionRecord]) -> None:
+        jti, self._jti = self._jti, None
+        try:
+            self._store.record_decisions(records, jti=jti)
+        except ReplayedToken:
+            raise Unauthorized("jti already used (replay)") from None
+
+    def remember_if_unused(self) -> None:
+        """A call that failed or audited nothing still uses up its token."""
+        jti, self._jti = self._jti, None
+        if jti is not None and not self._store.remember_jti(*jti):
+            raise Unauthorized("jti already used (replay)")

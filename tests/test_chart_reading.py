@@ -211,3 +211,39 @@ def test_scc_series_in_ng_per_ml_and_ug_per_l_is_one_rising_series():
     assert [p.value for p in evidence.facts] == [1.0, 1.1, 3.4] and {p.unit for p in evidence.facts} == {"ng/mL"}
     falling = facts(scc_antigen("s1", 4.0, "2024-01-10", unit="ug/L"), scc_antigen("s2", 1.0, "2024-05-01", unit="ng/mL"))
     assert evaluate({"marker_trend": "scc", "trend": "falling"}, falling, KB).holds
+
+
+# -- medications coded by reference arrive with their Medication (_include) -------------------------
+
+
+def test_a_fetched_medication_request_coded_by_reference_is_read_with_its_medication():
+    """Through the shipped template over real HTTP: the FHIR server includes the Medication, so the
+    request's drug is known (without it the request has no code and tells nothing)."""
+    from cds_service.devtools.fixture_fhir_server import FixtureFhirServer
+    from cds_service.ehr.fhir_client import FhirClient
+    from cds_service.ehr.prefetch_completion import complete_prefetch
+    from cds_service.hooks.services import PREFETCH_TEMPLATES
+
+    request = {"resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",
+               "medicationReference": {"reference": "Medication/tam"}, "authoredOn": "2024-01-05",
+               "subject": {"reference": "Patient/pat-onc-1"}, "reasonCode": [concept(BREAST_CANCER)]}
+    medication = {"resourceType": "Medication", "id": "tam", "code": concept(TAMOXIFEN, RXNORM, "tamoxifen")}
+    templates = {"medications": PREFETCH_TEMPLATES["medications"]}
+    with FixtureFhirServer([request, medication]) as ehr:
+        client = FhirClient(allowed_servers=(), allow_loopback=True)
+        try:
+            prefetch = complete_prefetch(templates=templates, prefetch=None, context={"patientId": "pat-onc-1"},
+                                         fhir_server=ehr.base_url, access_token=None, client=client)
+        finally:
+            client.close()
+    modes = [e["search"]["mode"] for e in prefetch["medications"]["entry"]]
+    assert modes == ["match", "include"]
+    chart = facts(keys=prefetch)
+    assert holds({"medication": "endocrine-therapy", "reason_in": "breast-cancer", "within_days": 200}, chart)
+
+
+def test_a_radiotherapy_course_under_way_is_recent_treatment_however_long_ago_it_began():
+    ongoing = radiotherapy(id="rt-now", performed=None, period=("2023-12-01", None), status="in-progress")
+    finished = radiotherapy(id="rt-old", performed=None, period=("2023-12-01", "2024-01-20"), status="completed")
+    assert holds({"procedure": "radiotherapy", "within_days": 30}, facts(ongoing))
+    assert not holds({"procedure": "radiotherapy", "within_days": 30}, facts(finished))

@@ -177,3 +177,27 @@ def test_load_resources_and_cli(tmp_path):
         process.terminate()
         process.wait(timeout=10)
         process.stderr.close()
+
+
+def test_include_adds_the_referenced_medication_and_device_once():
+    resources = [
+        {"resourceType": "MedicationRequest", "id": "mr-1", "subject": {"reference": "Patient/p1"},
+         "medicationReference": {"reference": "Medication/m1"}},
+        {"resourceType": "MedicationRequest", "id": "mr-2", "subject": {"reference": "Patient/p1"},
+         "medicationReference": {"reference": "Medication/m1"}},
+        {"resourceType": "Medication", "id": "m1"},
+        {"resourceType": "DeviceUseStatement", "id": "dus-1", "subject": {"reference": "Patient/p1"},
+         "device": {"reference": "Device/d1"}},
+        {"resourceType": "Device", "id": "d1"},
+    ]
+    with FixtureFhirServer(resources) as server:
+        meds = requests.get(f"{server.base_url}/MedicationRequest",
+                            params={"patient": "p1", "_include": "MedicationRequest:medication"}, timeout=5).json()
+        plain = requests.get(f"{server.base_url}/MedicationRequest", params={"patient": "p1"}, timeout=5).json()
+        uses = requests.get(f"{server.base_url}/DeviceUseStatement",
+                            params={"patient": "p1", "_include": "DeviceUseStatement:device"}, timeout=5).json()
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in meds["entry"]] == [
+        ("mr-1", "match"), ("mr-2", "match"), ("m1", "include")]
+    assert meds["total"] == 2  # included resources are not matches
+    assert [e["resource"]["id"] for e in plain["entry"]] == ["mr-1", "mr-2"]
+    assert [e["resource"]["id"] for e in uses["entry"]] == ["dus-1", "d1"]

@@ -183,4 +183,6 @@ def test_an_ehr_without_prefetch_is_asked_for_every_way_treatments_devices_and_s
     assert "Device" in searched
     stage_searches = [r.params["code"][0] for r in ehr.requests
                       if r.path == "/Observation" and "21908-9" in r.params.get("code", [""])[0]]
-    assert stage_searches and {"http://loinc.org|21902-2", "http://loinc.org|21914-7"} <= set(stage_searches[0].split(","))
+    assert stage_searches  # stage groups and M categories, SNOMED CT and LOINC coded
+    assert {"http://snomed.info/sct|399537006", "http://loinc.org|21902-2",
+            "http://snomed.info/sct|399387003"} <= set(stage_searches[0].split(","))

@@ -294,11 +294,13 @@ def test_unrenderable_template_is_fine_when_prefetched(client, fhir):
     assert fhir.requests == []
 
 
-@pytest.mark.parametrize("max_workers", [1, 4])
-def test_fetch_failure_is_412_naming_the_key(max_workers, client, fhir):
+@pytest.mark.parametrize("max_concurrency", [1, 4])
+def test_fetch_failure_is_412_naming_the_key(max_concurrency, fhir):
     fhir.configure("/Condition", fail_status=500)
+    client = FhirClient(allowed_servers=(fhir.base_url,), allow_loopback=False, max_concurrency=max_concurrency)
     with pytest.raises(FhirFetchFailed) as info:
-        complete(client, {"patient": None}, fhir.base_url, max_workers=max_workers)
+        complete(client, {"patient": None}, fhir.base_url)
+    client.close()
     assert info.value.status == 412
     assert "conditions" in info.value.message
     assert "pat-onc-1" not in info.value.message and TOKEN not in info.value.message
@@ -328,6 +330,24 @@ def test_missing_keys_fetched_concurrently(client, fhir):
     elapsed = time.monotonic() - started
     assert set(result) == set(TEMPLATES)
     assert elapsed < 1.2  # sequentially it would take at least 1.6 s
+
+
+def test_every_shipped_template_is_fetched_in_one_wave(fhir):
+    """All of the service's prefetch templates go out at once: the call waits for the slowest
+    query, not for several waves of them."""
+    from cds_service.hooks.services import PREFETCH_TEMPLATES
+
+    fhir.configure("/", delay_seconds=0.4)
+    c = FhirClient(allowed_servers=(fhir.base_url,), allow_loopback=False, read_timeout=3)
+    try:
+        started = time.monotonic()
+        result = complete(c, None, fhir.base_url, templates=PREFETCH_TEMPLATES)
+        elapsed = time.monotonic() - started
+    finally:
+        c.close()
+    assert set(result) == set(PREFETCH_TEMPLATES) and len(PREFETCH_TEMPLATES) > 4
+    # One wave takes ~0.4 s; the former cap of 4 at a time needed 3 waves (1.2 s).
+    assert elapsed < 1.0, f"{len(PREFETCH_TEMPLATES)} queries took {elapsed:.2f} s"
 
 
 def test_paged_search_is_merged(fhir):

@@ -72,6 +72,37 @@ def test_replayed_token_is_refused(secured):
     assert server.post(path, json=order_select(None), headers={"Authorization": bearer(token)}).status_code == 401
 
 
+def _decision_count(tmp_path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "secured.sqlite3") as conn:
+        return conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+
+def test_replayed_rated_call_is_refused_and_leaves_no_second_decision(secured, tmp_path):
+    """The jti is written in the decision's own transaction: the replay is refused as a whole."""
+    server, key = secured
+    path = f"/cds-services/{SELECT_ID}"
+    body = order_select("78306", [("http://snomed.info/sct", "415076002")])
+    token = mint_token(key, iss=ISSUER, aud=server.url + path)
+    first = server.post(path, json=body, headers={"Authorization": bearer(token)})
+    assert first.status_code == 200 and first.json()["cards"], "the bone scan is rated and warned about"
+    assert _decision_count(tmp_path) == 1
+    again = server.post(path, json=body, headers={"Authorization": bearer(token)})
+    assert again.status_code == 401
+    assert _decision_count(tmp_path) == 1
+
+
+def test_a_token_is_used_up_even_by_a_call_that_fails(secured):
+    server, key = secured
+    path = f"/cds-services/{SELECT_ID}"
+    token = mint_token(key, iss=ISSUER, aud=server.url + path)
+    bad = order_select(None)
+    bad["context"] = {"patientId": "pat-onc-1"}  # no userId, no draftOrders: 400
+    assert server.post(path, json=bad, headers={"Authorization": bearer(token)}).status_code == 400
+    assert server.post(path, json=order_select(None), headers={"Authorization": bearer(token)}).status_code == 401
+
+
 def test_feedback_needs_a_token_for_the_feedback_url(secured):
     server, key = secured
     path = f"/cds-services/{SELECT_ID}/feedback"

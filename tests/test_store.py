@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.audit.records import CardRecord, DecisionRecord, instance_name, patient_hash, resolve_audit_key
-from cds_service.audit.store import SCHEMA_VERSION, Store
+from cds_service.audit.store import SCHEMA_VERSION, ReplayedToken, Store
 from tests.pg_harness import pg_schema_url, throwaway_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,6 +328,19 @@ def test_remember_jti_new_seen_and_expired(store):
     store._next_jti_purge = 0.0  # force the periodic purge on the next call
     assert store.remember_jti("https://ehr.example", "jti-2", later) is True
     assert row_count(store, "jti_seen") == 4  # jti-gone purged, jti-2 added
+
+
+def test_decisions_and_their_jti_are_one_transaction(store):
+    """A call's decisions and its JWT jti commit together; a replayed jti stores nothing."""
+    exp = datetime.now(timezone.utc) + timedelta(minutes=5)
+    store.record_decisions([decision(store, n=1), decision(store, n=2)], jti=("iss", "call-1", exp))
+    assert row_count(store, "decisions") == 2
+    assert store.remember_jti("iss", "call-1", exp) is False, "the jti was remembered with the decisions"
+    with pytest.raises(ReplayedToken):
+        store.record_decisions([decision(store, n=3)], jti=("iss", "call-1", exp))
+    assert row_count(store, "decisions") == 2, "the replayed call left no decision behind"
+    store.record_decisions([], jti=("iss", "call-2", exp))  # a call with nothing to audit still uses its token
+    assert store.remember_jti("iss", "call-2", exp) is False
 
 
 def test_remember_jti_is_shared_between_instances(open_store):

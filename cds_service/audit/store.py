@@ -70,7 +70,7 @@ from cds_service.audit.records import CardRecord, DecisionRecord, instance_name
 from cds_service.audit.schema import COLUMN_TYPES, MIGRATIONS, SCHEMA_VERSION
 from cds_service.audit.sqlite import SqliteBackend
 
-__all__ = ["Store", "CardRecord", "DecisionRecord", "DatabaseUnavailable", "SCHEMA_VERSION"]
+__all__ = ["Store", "CardRecord", "DecisionRecord", "DatabaseUnavailable", "ReplayedToken", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,25 @@ def _parse_timestamp(value: Any) -> datetime | None:
         return utc(datetime.fromisoformat(value))
     except ValueError:
         return None
+
+
+class ReplayedToken(Exception):
+    """A JWT ``jti`` recorded with a call's decisions had been seen before (the call is refused)."""
+
+
+def _insert_jti(tx: Tx, entry: tuple[str, str, datetime], purge: bool) -> bool:
+    """Remember ``(iss, jti)`` until ``expires_at``; False when it is already remembered."""
+    iss, jti, expires_at = entry
+    now = datetime.now(timezone.utc)
+    if purge:
+        tx.execute("DELETE FROM jti_seen WHERE expires_at < ?", (tx.ts(now),))
+    cur = tx.execute(
+        "INSERT INTO jti_seen (iss, jti, expires_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE jti_seen.expires_at < ?",
+        (iss, jti, tx.ts(expires_at), tx.ts(now)),
+    )
+    return cur.rowcount == 1
 
 
 def redact_url(url: str) -> str:
@@ -269,8 +288,14 @@ class Store:
         """Store one decision (one rated order) and its cards (card uuid -> decision)."""
         self.record_decisions([record])
 
-    def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        """Store the decisions of one hook call (one per rated order) in one transaction: all or none."""
+    def record_decisions(self, records: Sequence[DecisionRecord], *,
+                         jti: tuple[str, str, datetime] | None = None) -> None:
+        """Store the decisions of one hook call (one per rated order) in one transaction: all or none.
+
+        ``jti``, the ``(iss, jti, expires_at)`` of the call's JWT, is remembered in the same
+        transaction; when that token was already used the whole transaction is rolled back and
+        :class:`ReplayedToken` is raised, so a replayed call leaves no decision behind.
+        """
         rows = []
         for record in records:
             if not isinstance(record, DecisionRecord):
@@ -280,7 +305,11 @@ class Store:
                 raise ValueError("DecisionRecord.patient_hash must be audit.patient_hash(...) (64 hex digits)")
             rows.append((record, record.instance or instance_name(), json.dumps(list(record.order_codes))))
 
+        purge = jti is not None and self._jti_purge_due()
+
         def write(tx: Tx) -> None:
+            if jti is not None and not _insert_jti(tx, jti, purge):
+                raise ReplayedToken("JWT jti already used")
             for record, instance, order_codes in rows:
                 row = tx.execute(
                     "INSERT INTO decisions (decided_at, service_id, hook, hook_instance, patient_hash, "
@@ -301,7 +330,7 @@ class Store:
                          json.dumps(list(card.suggestion_uuids))),
                     )
 
-        if rows:
+        if rows or jti is not None:
             self._run(write)
 
     def record_feedback(self, service_id: str, entries: list[dict]) -> int:
@@ -352,26 +381,16 @@ class Store:
 
     def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         """True the first time ``(iss, jti)`` is seen (or after its earlier entry expired)."""
-        now = datetime.now(timezone.utc)
-        purge = False
+        purge = self._jti_purge_due()
+        return self._run(lambda tx: _insert_jti(tx, (iss, jti, expires_at), purge))
+
+    def _jti_purge_due(self) -> bool:
         with self._lock:
             mono = time.monotonic()
             if mono >= self._next_jti_purge:
                 self._next_jti_purge = mono + _JTI_PURGE_INTERVAL_S
-                purge = True
-
-        def write(tx: Tx) -> bool:
-            if purge:
-                tx.execute("DELETE FROM jti_seen WHERE expires_at < ?", (tx.ts(now),))
-            cur = tx.execute(
-                "INSERT INTO jti_seen (iss, jti, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at "
-                "WHERE jti_seen.expires_at < ?",
-                (iss, jti, tx.ts(expires_at), tx.ts(now)),
-            )
-            return cur.rowcount == 1
-
-        return self._run(write)
+                return True
+        return False
 
     # ---------------------------------------------------------------- audit key
 

@@ -66,7 +66,8 @@ NO_IMAGING = "**Instead:** no imaging now; surveillance imaging is not advised w
 
 
 def order_detail(assessment: OrderAssessment, knowledge: Knowledge, evidence_base_url: str | None,
-                 instead: ScanRating | None, why_instead: str = "", *, no_imaging: bool = False) -> str:
+                 instead: ScanRating | None, why_instead: str = "", *, no_imaging: bool = False,
+                 instead_line: str = "") -> str:
     """The main card's detail for one rated (or recognised but unrated) order."""
     scenario, ordered = assessment.scenario, assessment.ordered
     lines: list[str] = []
@@ -81,6 +82,8 @@ def order_detail(assessment: OrderAssessment, knowledge: Knowledge, evidence_bas
     if instead is not None:
         lines.append(f"**Instead:** {instead.procedure.name}: {rating_phrase(instead.procedure, instead)}."
                      + (f" {why_instead}" if why_instead else ""))
+    elif instead_line:
+        lines.append(f"**Instead:** {instead_line}")
     elif no_imaging:
         lines.append(NO_IMAGING)
     lines.append(provenance_line(scenario, knowledge, evidence_base_url))

@@ -22,7 +22,7 @@ the scenario's evidence page (every rating, the rules in plain words, the source
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from cds_service import codes
@@ -32,12 +32,14 @@ from cds_service.cards.rating import pama_code_of, rating_action
 from cds_service.cards.suggestions import cancel_suggestion, switch_suggestion
 from cds_service.hooks.response import Action, Card, Coding, Link, Source, Suggestion, to_json
 from cds_service.hooks.response import new_uuid
-from cds_service.kb.model import Appropriateness, Knowledge, Scenario
+from cds_service.kb.model import Appropriateness, Knowledge, Recommendation, Scenario
 from cds_service.reasoning.assessment import OrderAssessment, Outcome, ScanRating
 from cds_service.reasoning.engine import is_ruled_out
 
 SUMMARY_LIMIT = 139
 LINK_LABEL_LIMIT = 100
+#: The evidence page and the first primary source: more links make a card taller, not clearer.
+MAX_LINKS = 2
 UA = Appropriateness.USUALLY_APPROPRIATE
 
 
@@ -68,6 +70,8 @@ class _Advice:
     instead: ScanRating | None = None
     why_instead: str = ""
     cancel: bool = False
+    #: Advice of the scenario naming a study outside its rating table (low-value scans: mammography).
+    alternative: Recommendation | None = None
 
 
 def build_response(
@@ -111,13 +115,22 @@ def build_response(
 def _cards_for(assessment: OrderAssessment, context: _Context) -> Iterable[Card]:
     if assessment.outcome is Outcome.NOT_RATED or assessment.scenario is None:
         return
-    advice_cards = [_recommendation_card(assessment, item, context) for item in assessment.recommendations]
-    if assessment.surveillance:
-        advice_cards.insert(0, _surveillance_card(assessment, context))
-    advice = _advice(assessment, context.cards_when_appropriate, explained=bool(advice_cards))
+    recommendations = list(assessment.recommendations)
+    advice = _advice(assessment, context.cards_when_appropriate,
+                     explained=bool(recommendations or assessment.surveillance))
+    if advice is not None and advice.cancel and advice.instead is None:
+        # A low-value scan whose scenario names what to do instead (yearly mammography): one card
+        # with the switch first and the cancel second, not two cards.
+        alternative = next((r for r in recommendations if r.suggest in context.knowledge.procedures), None)
+        if alternative is not None:
+            recommendations.remove(alternative)
+            advice = replace(advice, alternative=alternative)
     if advice is not None:
         yield _main_card(assessment, advice, context)
-    yield from advice_cards
+    if assessment.surveillance:
+        yield _surveillance_card(assessment, context)
+    for item in recommendations:
+        yield _recommendation_card(assessment, item, context)
 
 
 def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explained: bool) -> _Advice | None:
@@ -186,13 +199,24 @@ def preferred_study(assessment: OrderAssessment) -> ScanRating | None:
 
 def _main_card(assessment: OrderAssessment, advice: _Advice, context: _Context) -> Card:
     suggestions: list[Suggestion] = []
+    instead_line = ""
     if advice.instead is not None:
         suggestions.append(switch_suggestion(assessment, advice.instead.procedure, advice.instead, context.qcdsm_id))
+    elif advice.alternative is not None:
+        target = context.knowledge.procedures[advice.alternative.suggest]
+        suggestions.append(switch_suggestion(assessment, target, None, context.qcdsm_id))
+        radiation = wording.radiation_words(target)
+        instead_line = (f"{target.name}" + (f", {radiation}" if radiation else "") + ". "
+                        + wording.without_notes(advice.alternative.detail))
     if advice.cancel:
         suggestions.append(cancel_suggestion(assessment, recommended=not suggestions))
     detail = order_detail(assessment, context.knowledge, context.evidence_base_url, advice.instead,
-                          advice.why_instead, no_imaging=advice.cancel)
-    return _card(assessment.scenario, context, summary=_fit(*advice.summaries), indicator=advice.indicator,
+                          advice.why_instead, no_imaging=advice.cancel, instead_line=instead_line)
+    summaries = advice.summaries
+    if advice.alternative is not None:
+        name = context.knowledge.procedures[advice.alternative.suggest].name
+        summaries = tuple(t.replace("no imaging is advised now", f"consider {name} or no imaging") for t in summaries)
+    return _card(assessment.scenario, context, summary=_fit(*summaries), indicator=advice.indicator,
                  detail=detail, suggestions=tuple(suggestions))
 
 
@@ -258,7 +282,7 @@ def _links(scenario: Scenario, context: _Context) -> tuple[Link, ...]:
         links.append(Link(label="All ratings and rules for this scenario",
                           url=wording.evidence_url(context.evidence_base_url, scenario.id)))
     for source in wording.primary_sources(scenario.sources, context.knowledge):
-        if source.url and len(links) < 3:
+        if source.url and len(links) < MAX_LINKS:
             links.append(Link(label=_fit(source.title, limit=LINK_LABEL_LIMIT), url=source.url))
     return tuple(links)
 

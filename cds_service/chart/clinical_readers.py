@@ -4,6 +4,7 @@ coded element of the wrong shape (the resource is then skipped and counted)."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Iterable
 
 import msgspec
@@ -75,6 +76,7 @@ def read_procedure(resource: FhirObject, source: str, context: ReadContext) -> I
     facts: list[ClinicalFact] = []
     if codes and context.keeps(codes):
         when = (fhir_date(resource.performedDateTime)
+                or _ongoing(status, resource.performedPeriod, context)
                 or period_date(resource.performedPeriod, prefer_end=True))
         procedure = ClinicalFact(
             kind=FactKind.PROCEDURE, codes=codes, source=source, date=when, text=text_of(concept),
@@ -87,6 +89,13 @@ def read_procedure(resource: FhirObject, source: str, context: ReadContext) -> I
             facts.append(msgspec.structs.replace(procedure, kind=FactKind.IMAGING))
     facts.extend(_conditions_named(named, source, context))
     return facts
+
+
+def _ongoing(status: str | None, period: Any, context: ReadContext) -> date | None:
+    """Today for a procedure under way (``in-progress``, a period with a start and no end)."""
+    if status == "in-progress" and isinstance(period, dict) and period.get("end") is None and period.get("start"):
+        return context.today
+    return None
 
 
 def _conditions_named(named: list[tuple[tuple[Code, ...], str | None]], source: str,

@@ -60,7 +60,8 @@ draft order reasonCode    ORDER_REA. ``today``                                  
 
 Periods resolve to their *end* for things whose completion matters (a procedure or a
 treatment course, e.g. mCODE RadiotherapyCourseSummary's performedPeriod.end) and to their
-*start* otherwise. Codes are the resource's main CodeableConcept (Condition/Procedure/
+*start* otherwise. A Procedure ``in-progress`` whose period has no end yet (a radiotherapy course
+under way) is dated ``today``: it is happening now, however long ago it began. Codes are the resource's main CodeableConcept (Condition/Procedure/
 Observation/AllergyIntolerance ``code``, Device ``type``, medication ``medicationCodeableConcept``
 or the referenced Medication's ``code`` when that Medication is in the prefetch). Specifics:
 
@@ -142,7 +143,8 @@ def extract_chart_facts(
         for key, value in prefetch.items():
             gathered.add_key(str(key), value)
 
-    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant, is_study)
+    context = ReadContext(gathered.index, order.reference if order is not None else None, is_relevant, is_study,
+                          today)
     facts: list[ClinicalFact] = []
     skipped = gathered.skipped
     for resource_type, source, resource in gathered.resources:
@@ -155,7 +157,7 @@ def extract_chart_facts(
             skipped += 1
 
     if order is not None:
-        facts.extend(_order_reasons(order, today))
+        facts.extend(order_reason_facts(order, today))
 
     return ChartFacts(
         facts=tuple(facts),
@@ -248,8 +250,12 @@ class _Gathered:
             # types whose one coded element decides are dropped; a wrong shape goes on to the
             # reader, which counts it.
             elements = _DECIDING_ELEMENTS.get(resource_type)
-            if elements is not None and _is_irrelevant(resource, elements, self.is_relevant):
-                return
+            if elements is not None:
+                concept = getattr(resource, elements[0])
+                if (isinstance(concept, CodeableConcept) and isinstance(concept.coding, list)
+                        and not _mentions_relevant(concept.coding, self.is_relevant)
+                        and (len(elements) == 1 or _others_irrelevant(resource, elements, self.is_relevant))):
+                    return
         resource_id = resource.id
         if isinstance(resource_id, str) and resource_id:
             source = f"{resource_type}/{resource_id}"
@@ -269,25 +275,21 @@ class _Gathered:
 _LOOKUP_TYPES = frozenset({"Device", "Medication", "Condition"})
 #: Types whose facts come from these elements alone: the main CodeableConcept first, then the
 #: others that can make a fact on their own (a treatment's reasonCode, a Condition's stage).
-#: Irrelevant resources are dropped while gathering; readers still check the facts they make
-#: with ``ReadContext.keeps``. Types not listed are checked by their readers only.
+#: Irrelevant resources (a well-formed main concept naming nothing relevant, and no other deciding
+#: element naming anything) are dropped while gathering; a main element of the wrong shape goes on
+#: to the reader, which counts it. Readers still check the facts they make with ``ReadContext.keeps``.
+#: Types not listed are checked by their readers only.
 _DECIDING_ELEMENTS = {"Condition": ("code", "stage"), "Procedure": ("code", "reasonCode"),
                       "Observation": ("code",), "ServiceRequest": ("code",), "AllergyIntolerance": ("code",),
                       "Device": ("type",)}
 
 
-def _is_irrelevant(resource: FhirObject, elements: tuple[str, ...], is_relevant: Callable[[str, str], bool]) -> bool:
-    """The main concept is well-formed and names nothing relevant, and no other deciding element does.
+def _others_irrelevant(resource: FhirObject, elements: tuple[str, ...], is_relevant: Callable[[str, str], bool]) -> bool:
+    """No deciding element after the main one names anything relevant (the main one does not either).
 
-    A main element of the wrong shape is not irrelevant: the reader must see it to count it.
-    Another element is relevant when present and not a (list of) CodeableConcept(s) without a
-    relevant coding (a Condition's ``stage`` is always read: a stage says something of its own).
+    An element is relevant when present and not a (list of) CodeableConcept(s) without a relevant
+    coding: a Condition's ``stage`` is always read, since a stage says something of its own.
     """
-    concept = getattr(resource, elements[0])
-    if not (isinstance(concept, CodeableConcept) and isinstance(concept.coding, list)):
-        return False
-    if _mentions_relevant(concept.coding, is_relevant):
-        return False
     for element in elements[1:]:
         value = getattr(resource, element)
         if value is None:
@@ -346,8 +348,9 @@ _READERS: dict[str, Reader] = {
 }
 
 
-def _order_reasons(order: DraftOrder, today: date) -> list[ClinicalFact]:
+def order_reason_facts(order: DraftOrder, today: date) -> tuple[ClinicalFact, ...]:
+    """Each reasonCode coding of the draft order as an ORDER_REASON fact dated ``today``."""
     source = order.reference or "ServiceRequest"
-    return [ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
-                         text=code.display)
-            for code in order.reason_codes]
+    return tuple(ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
+                              text=code.display)
+                 for code in order.reason_codes)

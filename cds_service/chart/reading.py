@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Callable, Iterable
 
 from cds_service.chart.decoding import CodeableConcept, FhirObject, Reference
@@ -15,15 +16,16 @@ class Malformed(Exception):
 class ReadContext:
     """What readers need beyond the resource itself."""
 
-    __slots__ = ("index", "order_reference", "is_relevant", "is_study")
+    __slots__ = ("index", "order_reference", "is_relevant", "is_study", "today")
 
     def __init__(self, index: dict[str, FhirObject], order_reference: str | None,
                  is_relevant: Callable[[str, str], bool] | None,
-                 is_study: Callable[[str, str], bool] | None = None) -> None:
+                 is_study: Callable[[str, str], bool] | None = None, today: date | None = None) -> None:
         self.index = index
         self.order_reference = order_reference
         self.is_relevant = is_relevant
         self.is_study = is_study      # (system, code) → whether it names an imaging study (caller's knowledge)
+        self.today = today            # the request date: an ongoing treatment is dated today
 
     def keeps(self, codes: Iterable[Code]) -> bool:
         """Whether a fact with these codes is worth making: it has codes, and one is relevant."""

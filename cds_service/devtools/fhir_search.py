@@ -4,7 +4,9 @@ parameters, paging links, and reading fixture files (Bundles are flattened).
 Supported parameters: ``patient`` / ``subject`` (``X``, ``Patient/X`` or an absolute reference),
 ``_id``, and the token parameters ``code``, ``status``, ``clinical-status``, ``category``
 (``code`` or ``system|code``, comma = OR). ``_count`` pages the result with absolute
-``link[next]`` URLs (``_offset``); other parameters (dates, ``_sort``…) are ignored.
+``link[next]`` URLs (``_offset``); ``_include=Type:medication`` / ``Type:device`` add the
+referenced Medication / Device of the page's resources (``search.mode`` "include"); other
+parameters (dates, ``_sort``…) are ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode
 
 log = logging.getLogger(__name__)
@@ -123,3 +125,40 @@ def page_url(base: str, params: Mapping[str, list[str]], offset: int) -> str:
     if offset:
         pairs.append(("_offset", str(offset)))
     return base + ("?" + urlencode(pairs, safe=",|:/") if pairs else "")
+
+
+#: ``_include`` target (``MedicationRequest:medication``) → the element holding that reference.
+INCLUDE_ELEMENTS = {"medication": "medicationReference", "device": "device"}
+
+
+def included(page: Iterable[Mapping], params: Mapping[str, list[str]],
+             read: Callable[[str, str], dict | None]) -> list[dict]:
+    """The resources ``_include`` asks for that the page's resources refer to (each once)."""
+    found: dict[tuple[str, str], dict] = {}
+    for spec in params.get("_include", []):
+        element = INCLUDE_ELEMENTS.get(spec.rsplit(":", 1)[-1])
+        if element is None:
+            continue
+        for resource in page:
+            reference = resource.get(element)
+            target = reference.get("reference") if isinstance(reference, dict) else None
+            if not isinstance(target, str) or target.count("/") < 1:
+                continue
+            resource_type, resource_id = target.rstrip("/").split("/")[-2:]
+            hit = read(resource_type, resource_id)
+            if hit is not None:
+                found[(resource_type, resource_id)] = hit
+    return list(found.values())
+
+
+def searchset(base_url: str, page: Iterable[Mapping], extra: Iterable[Mapping], total: int, links: list) -> dict:
+    """A searchset Bundle: the page's matches, then the included resources."""
+    entries = [(r, "match") for r in page] + [(r, "include") for r in extra]
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+        "entry": [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": mode}}
+                  for r, mode in entries],
+    }

@@ -41,8 +41,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qs, quote, urlsplit
 
-from cds_service.devtools.fhir_search import (PATIENT_ELEMENTS, TOKEN_ELEMENTS, flatten, int_param, load_resources,
-                                              operation_outcome, page_url, reference_matches, token_matches)
+from cds_service.devtools.fhir_search import (PATIENT_ELEMENTS, TOKEN_ELEMENTS, flatten, included, int_param,
+                                              load_resources, operation_outcome, page_url, reference_matches,
+                                              searchset, token_matches)
 
 log = logging.getLogger(__name__)
 
@@ -281,20 +282,7 @@ class FixtureFhirServer:
         links = [{"relation": "self", "url": page_url(base, kept, offset)}]
         if count and offset + count < total:
             links.append({"relation": "next", "url": page_url(base, kept, offset + count)})
-        return {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": total,
-            "link": links,
-            "entry": [
-                {
-                    "fullUrl": f"{self.base_url}/{r['resourceType']}/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in page
-            ],
-        }
+        return searchset(self.base_url, page, included(page, params, self.read), total, links)
 
 
 class _Server(ThreadingHTTPServer):

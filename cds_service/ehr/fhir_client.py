@@ -25,16 +25,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import re
+import threading
 import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import urllib3
 
-from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed
+from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed, PrefetchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,9 @@ _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\
 _ENCODED_PATH_TRICK = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _CHUNK = 64 * 1024
+#: Prefetch queries fetched at once per FHIR server when a call's prefetch is missing; at least
+#: the number of prefetch templates, so that a call needs one round trip, not several waves.
+DEFAULT_MAX_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,7 @@ class FhirClient:
         read_timeout: float = 3.0,
         max_pages: int = 5,
         max_response_bytes: int = 8 * 1024 * 1024,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         session: requests.Session | None = None,
     ):
         if connect_timeout <= 0 or read_timeout <= 0:
@@ -220,6 +228,8 @@ class FhirClient:
             raise ValueError("max_pages must be at least 1")
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be positive")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         origins = []
         for server in allowed_servers:
             origin = _parse_origin(server)
@@ -232,14 +242,56 @@ class FhirClient:
         self.read_timeout = read_timeout
         self.max_pages = max_pages
         self.max_response_bytes = max_response_bytes
+        self.max_concurrency = max_concurrency
         if session is None:
             session = requests.Session()
             session.trust_env = False
+            # Keep one warm connection per concurrent query to each FHIR server (the default keeps 10).
+            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=max_concurrency)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         self._session = session
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the HTTP session's pooled connections."""
+        """Close the HTTP session's pooled connections and the fetch threads."""
         self._session.close()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def read_all(self, keys: list[str], read: Callable[[str], Any]) -> dict[str, Any]:
+        """``read(key)`` for every key at once (one wave, at most ``max_concurrency`` in flight, on the
+        process's shared pool): key → its answer or the :class:`PrefetchUnavailable` it raised.
+        Once one fails, reads not yet started are dropped (the call fails anyway)."""
+        if len(keys) == 1:
+            try:
+                return {keys[0]: read(keys[0])}
+            except PrefetchUnavailable as error:
+                return {keys[0]: error}
+        futures = {key: self._shared_pool().submit(read, key) for key in keys}
+        outcomes: dict[str, Any] = {}
+        for key, future in futures.items():
+            try:
+                outcomes[key] = future.result()
+            except CancelledError:
+                continue
+            except PrefetchUnavailable as error:
+                outcomes[key] = error
+                for other in futures.values():
+                    other.cancel()  # queued reads are dropped; running ones end within their timeouts
+        return outcomes
+
+    def _shared_pool(self) -> ThreadPoolExecutor:
+        """One pool of fetch threads per process, shared by all hook calls (made after a fork)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="fhir-fetch")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     # -- allow-list -------------------------------------------------------------------------
 

@@ -17,16 +17,11 @@ Error messages name prefetch keys (which come from our own templates), never con
 
 from __future__ import annotations
 
-from concurrent.futures import CancelledError, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from cds_service.ehr.fhir_client import FhirClient, Pages
 from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed, PrefetchUnavailable
 from cds_service.hooks.prefetch import find_missing_prefetch, render_template
-
-#: Concurrent FHIR reads per hook call when several prefetch keys are missing or paged.
-DEFAULT_MAX_WORKERS = 4
-
 
 def complete_prefetch(
     *,
@@ -36,14 +31,13 @@ def complete_prefetch(
     fhir_server: str | None,
     access_token: str | None,
     client: FhirClient,
-    max_workers: int = DEFAULT_MAX_WORKERS,
 ) -> dict[str, Any]:
     """Return a new dict with every template key: prefetched values kept (paged ones read to the end),
     missing ones fetched.
 
     Every check that needs no network (a ``fhirServer`` is given, it is allowed, every missing
     template renders, every next link lies under it) is made before the first request, so a refused
-    server gets no call at all. Keys are read concurrently (at most ``max_workers`` at a time).
+    server gets no call at all. All keys are read in one wave (:meth:`FhirClient.read_all`).
     Raises :class:`PrefetchUnavailable` (no ``fhirServer``, unrenderable template),
     :class:`FhirServerNotAllowed` or :class:`FhirFetchFailed`; messages name the keys concerned.
     """
@@ -63,7 +57,7 @@ def complete_prefetch(
         return client.fetch(fhir_server, queries[key], access_token)
 
     keys = [*missing, *paged]
-    outcomes = _fetch_all(keys, read, max_workers)
+    outcomes = client.read_all(keys, read)
     _raise_first_failure(keys, outcomes)
     for key in missing:
         result[key] = outcomes[key]
@@ -153,31 +147,6 @@ def _queries_for(missing: list[str], templates: Mapping[str, str], context: Mapp
             "prefetch missing and its template cannot be filled from the context: " + ", ".join(unrenderable)
         )
     return queries
-
-
-def _fetch_all(keys: list[str], fetch: Callable[[str], Any], max_workers: int) -> dict[str, Any]:
-    """Each key's answer or the PrefetchUnavailable it raised; stops early once one fails."""
-    outcomes: dict[str, Any] = {}
-    if len(keys) == 1 or max_workers <= 1:
-        for key in keys:
-            try:
-                outcomes[key] = fetch(key)
-            except PrefetchUnavailable as exc:
-                outcomes[key] = exc
-                break  # the call fails anyway; do not keep loading the FHIR server
-        return outcomes
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(keys)), thread_name_prefix="prefetch") as pool:
-        futures = {key: pool.submit(fetch, key) for key in keys}
-        for key, future in futures.items():
-            try:
-                outcomes[key] = future.result()
-            except CancelledError:
-                continue
-            except PrefetchUnavailable as exc:
-                outcomes[key] = exc
-                for other in futures.values():
-                    other.cancel()  # queued fetches are dropped; running ones end within their timeouts
-    return outcomes
 
 
 def _raise_first_failure(keys: list[str], outcomes: Mapping[str, Any]) -> None:

@@ -39,6 +39,7 @@ def scenario_page(scenario: Scenario, knowledge: Knowledge) -> str:
         _section("When this scenario applies", _rules(scenario, knowledge)),
         _section("Preferred studies, in order", _preferred(scenario, knowledge)),
         _section("Next steps", _advice(scenario.advice)) if scenario.advice else "",
+        _section("Advice shown on cards", _recommendations(scenario, knowledge)) if scenario.recommendations else "",
         _section("Sources", _sources(scenario, knowledge)),
     ]
     return _page(scenario.title, subtitle, "\n".join(s for s in sections if s), knowledge)
@@ -148,10 +149,27 @@ def _advice(advice: str) -> str:
     return "".join(f"<p>{escape(line)}</p>" for line in lines)
 
 
+def _recommendations(scenario: Scenario, knowledge: Knowledge) -> str:
+    items = []
+    for item in scenario.recommendations:
+        text = f"<strong>{escape(wording.without_notes(item.summary))}</strong>. {escape(wording.without_notes(item.detail))}"
+        if item.suggest in knowledge.procedures:
+            text += f" Suggested order: {escape(knowledge.procedures[item.suggest].name)}."
+        if not wording.primary_sources(item.sources, knowledge):
+            text += f' <span class="unverified">Advice {escape(wording.NOT_VERIFIED)}.</span>'
+        rule = describe(item.when, knowledge)
+        if rule:
+            text += " Shown when: " + _rule_html(rule)
+        items.append(f"<li>{text}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
 def _sources(scenario: Scenario, knowledge: Knowledge) -> str:
     ids = list(scenario.sources)
     for rating in scenario.ratings:
         ids.extend(rating.sources)
+    for item in scenario.recommendations:
+        ids.extend(item.sources)
     items = []
     for source in wording.primary_sources(ids, knowledge):
         title = escape(source.title)

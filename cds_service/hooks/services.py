@@ -28,9 +28,15 @@ PREFETCH_TEMPLATES: Mapping[str, str] = {
     "imagingReports": "DiagnosticReport?patient={{context.patientId}}&_sort=-date&_count=100",
     "imagingStudies": "ImagingStudy?patient={{context.patientId}}&_count=100",
     "priorOrders": "ServiceRequest?patient={{context.patientId}}&status=completed&_count=100",
-    "stageGroups": (
-        "Observation?patient={{context.patientId}}"
-        "&code=http://loinc.org|21908-9,http://loinc.org|21902-2,http://loinc.org|21914-7&_sort=-date&_count=20"
+    # TNM stage groups and distant-metastasis (M) categories, coded by SNOMED CT or by the LOINC codes
+    # mCODE still allows (HL7/fhir-mCODE-ig input/fsh/VS_Staging_TNM.fsh: TNMStageGroupStagingTypeMaxVS,
+    # TNMDistantMetastasesStagingTypeMaxVS).
+    "staging": (
+        "Observation?patient={{context.patientId}}&code="
+        "http://snomed.info/sct|399390009,http://snomed.info/sct|399537006,http://snomed.info/sct|399588009,"
+        "http://loinc.org|21908-9,http://loinc.org|21902-2,http://loinc.org|21914-7,"
+        "http://snomed.info/sct|277208005,http://snomed.info/sct|399387003,http://snomed.info/sct|371497001,"
+        "http://loinc.org|21907-1,http://loinc.org|21901-4,http://loinc.org|21913-9&_sort=-date&_count=50"
     ),
     # Medications coded by reference come with their Medication (``_include``), so their codes can be read.
     "medications": "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication&_count=100",

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 
+from cds_service.kb.compiled import intern_criterion
 from cds_service.kb.references import Document, MergedDocuments, RawDocuments, ReferenceChecker, merge_documents
-from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_problems
+from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_digest, schema_problems
+from cds_service.kb.validation_cache import ValidationCache
 from cds_service.kb.model import (
     Appropriateness,
     CodeEntry,
@@ -72,8 +74,8 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _read_json(node: Traversable) -> Any:
-    return json.loads(node.read_text(encoding="utf-8"), object_pairs_hook=_reject_duplicate_keys)
+def _read_json(content: bytes) -> Any:
+    return json.loads(content.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
 
 
 def _as_node(directory: str | Path | Traversable) -> Traversable:
@@ -116,15 +118,21 @@ def _collect(directory: Traversable, label: str, is_base: bool, raw: RawDocument
 
 
 def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_base: bool) -> None:
+    content = node.read_bytes()
     try:
-        data = _read_json(node)
+        data = _read_json(content)
     except (ValueError, UnicodeDecodeError) as exc:
         raw.problems.append(f"{label}: $: not valid JSON: {exc}")
         return
-    problems = schema_problems(kind, data, label)
-    if problems:
-        raw.problems.extend(problems)
-        return
+    cache = raw.cache
+    digest = cache.digest(kind, content) if cache is not None else None
+    if digest is None or not cache.known_valid(digest):
+        problems = schema_problems(kind, data, label)
+        if problems:
+            raw.problems.extend(problems)
+            return
+        if digest is not None:
+            cache.add(digest)
     raw.docs.append(Document(label, kind, data, is_base))
 
 
@@ -139,6 +147,26 @@ def _code_entry(raw: Mapping[str, Any]) -> CodeEntry:
     return CodeEntry(system=system, code=raw["code"].strip(), source=raw["source"], confidence=raw["confidence"],
                      display=raw.get("display"), part=raw.get("part"),
                      required=raw.get("required", False))
+
+
+def _intern_criteria(merged: MergedDocuments) -> None:
+    """Equal criteria anywhere in the knowledge become one object (see kb.compiled)."""
+    table: dict[str, Any] = {}
+
+    def shared(item: dict, key: str) -> None:
+        if item.get(key) is not None:
+            item[key] = intern_criterion(item[key], table)
+
+    for name, (label, criterion) in list(merged.definitions.items()):
+        merged.definitions[name] = (label, intern_criterion(criterion, table))
+    for _, item in merged.contraindications.values():
+        shared(item, "when")
+    for _, scenario in merged.scenarios.values():
+        shared(scenario, "when")
+        for part in (*scenario["ratings"], *scenario.get("preferred", ()), *scenario.get("recommendations", ())):
+            shared(part, "when")
+        if scenario.get("surveillance"):
+            shared(scenario["surveillance"], "anchor")
 
 
 def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]) -> Knowledge:
@@ -259,14 +287,21 @@ def _default_base() -> Traversable:
 def load_knowledge(
     base_dir: str | Path | None = None,
     extra_dirs: Sequence[str | Path] = (),
+    *,
+    cache_dir: str | Path | None = None,
+    trust_cache: bool = True,
 ) -> Knowledge:
     """Load, validate and cross-check the knowledge base; raise :class:`KnowledgeError` listing every problem.
 
     ``base_dir`` replaces the packaged knowledge (``cds_service.knowledge_data``); ``extra_dirs`` are
     loaded on top of it, in order. An extra directory may add sources, procedures, value sets,
     definitions, contraindications, override reasons and scenarios, but never redefine an id.
+    With ``cache_dir``, files whose exact bytes already passed the schema skip it
+    (:mod:`cds_service.kb.validation_cache`); ``trust_cache=False`` validates all and records them.
     """
     raw = RawDocuments()
+    if cache_dir is not None:
+        raw.cache = ValidationCache(cache_dir, schema_digest(), trust=trust_cache)
     base = _as_node(base_dir) if base_dir else _default_base()
     base_label = str(base_dir) if base_dir else "knowledge"
     _collect(base, base_label, True, raw)
@@ -276,6 +311,8 @@ def load_knowledge(
         # Files that are not well-formed are left out, so reference checks would only add noise
         # ("unknown definition" for every name of a broken definitions.json): report these first.
         raise KnowledgeError(raw.problems)
+    if raw.cache is not None:
+        raw.cache.save()
     merged = merge_documents(raw)
     ReferenceChecker(merged, raw.problems).run()
     if raw.problems:
@@ -283,6 +320,7 @@ def load_knowledge(
     base_versions = [m["knowledge_version"] for from_base, m in merged.manifests if from_base]
     extra_versions = [m["knowledge_version"] for from_base, m in merged.manifests if not from_base]
     base_version = base_versions[0] if base_versions else "unknown"
+    _intern_criteria(merged)
     return _build(merged, base_version, extra_versions)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Mapping
 
 from cds_service.chart.facts import Code
+from cds_service.kb.grammar import Criterion  # noqa: F401  (re-exported: the model's criterion type)
 
-Criterion = Mapping[str, Any]
 
 CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"
@@ -295,6 +295,9 @@ class Knowledge:
             self, "_with_exclusions",
             any(v.excluded_codes or v.excluded_prefixes for v in self.valuesets.values()),
         )
+        from cds_service.kb.compiled import CompiledKnowledge  # the compiled form builds on this model
+
+        object.__setattr__(self, "compiled", CompiledKnowledge(self.scenarios, self.definitions, self.contraindications))
 
     def valuesets_with(self, system: str, code: str) -> tuple[str, ...]:
         """Ids of the value sets that contain this code (as members or under a prefix)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from cds_service.kb.grammar import VALUESET_OPERATORS, VALUESET_OPTIONS
 from cds_service.kb.model import Appropriateness
 from cds_service.kb.schema_check import SCENARIO_KIND
 
@@ -27,13 +28,9 @@ class RawDocuments:
 
     docs: list[Document] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    cache: Any = None  # a ValidationCache, when schema results may be reused
 
 
-#: Criterion operators whose value names a value set.
-VALUESET_OPERATORS = ("condition", "procedure", "medication", "observation", "marker_trend", "device", "allergy",
-                      "finding", "stage", "order_reason")
-#: Options that name a value set too.
-VALUESET_OPTIONS = ("value_in", "reason_in")
 
 
 @dataclass

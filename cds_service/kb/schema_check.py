@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+
+from cds_service.kb.grammar import OPERATOR_NAMES
 
 PACKAGE = "cds_service.knowledge_data"
 
@@ -33,13 +36,24 @@ SCENARIO_KIND = "scenario"
 _schema_cache: dict[str, Draft202012Validator] = {}
 
 
+def _schema_node():
+    node = resources.files(PACKAGE)
+    for part in SCHEMA_FILE:
+        node = node.joinpath(part)
+    return node
+
+
+def schema_digest() -> str:
+    """Identifies the schema a file was validated against (its bytes and the validator's version)."""
+    from importlib.metadata import version
+
+    return hashlib.sha256(_schema_node().read_bytes() + version("jsonschema").encode()).hexdigest()
+
+
 def validators() -> dict[str, Draft202012Validator]:
     """One validator per file kind, built once per process from the packaged schema."""
     if not _schema_cache:
-        node = resources.files(PACKAGE)
-        for part in SCHEMA_FILE:
-            node = node.joinpath(part)
-        schema = json.loads(node.read_text(encoding="utf-8"))
+        schema = json.loads(_schema_node().read_text(encoding="utf-8"))
         Draft202012Validator.check_schema(schema)
         root = {key: value for key, value in schema.items() if key not in ("anyOf",)}
         for kind in (*FILE_KINDS.values(), SCENARIO_KIND):
@@ -53,9 +67,9 @@ def _describe(error: ValidationError) -> str:
         (error.validator == "anyOf" and _is_criterion_schema(error.schema))
         or (error.validator == "additionalProperties" and _is_operator_schema(error.schema))
     ):
-        present = sorted(k for k in error.instance if k in _OPERATOR_NAMES)
+        present = sorted(k for k in error.instance if k in OPERATOR_NAMES)
         if not present:
-            return f"a criterion needs exactly one operator key ({', '.join(_OPERATOR_NAMES)}); found none"
+            return f"a criterion needs exactly one operator key ({', '.join(OPERATOR_NAMES)}); found none"
         if len(present) > 1:
             return f"a criterion needs exactly one operator key; found {len(present)}: {', '.join(present)}"
     if error.validator == "anyOf" and isinstance(error.instance, dict) and "codes" in error.instance:
@@ -68,15 +82,12 @@ def _describe(error: ValidationError) -> str:
 def _is_operator_schema(schema: Any) -> bool:
     """The schema of one operator's criterion (required: [operator], closed)."""
     required = schema.get("required", []) if isinstance(schema, dict) else []
-    return len(required) == 1 and required[0] in _OPERATOR_NAMES and schema.get("additionalProperties") is False
+    return len(required) == 1 and required[0] in OPERATOR_NAMES and schema.get("additionalProperties") is False
 
 
 def _is_criterion_schema(schema: Any) -> bool:
     return isinstance(schema, dict) and str(schema.get("description", "")).startswith("Exactly one operator key")
 
-
-_OPERATOR_NAMES = ("all", "any", "not", "ref", "condition", "procedure", "medication", "observation",
-                   "marker_trend", "device", "allergy", "finding", "imaging", "stage")
 
 
 def schema_problems(kind: str, document: Any, label: str) -> list[str]:

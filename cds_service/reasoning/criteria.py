@@ -17,17 +17,18 @@ an unknown operator or reference here is a programming error and raises :class:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Callable, Iterable
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
+from cds_service.kb.compiled import ANY_REASON
 from cds_service.kb.model import Criterion, Knowledge, ValueSet
 from cds_service.reasoning.assessment import Evidence
 from cds_service.reasoning.lab_values import format_value, only_latest, value_test
-from cds_service.reasoning.fact_selection import evidence_day, newest_first, reasons_in
+from cds_service.reasoning.fact_selection import day_of, newest_first, reasons_in, trend_label
 
-__all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "evidence_day", "newest_first", "OPERATOR_OPTIONS"]
+__all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "OPERATOR_OPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,6 @@ def evaluate(criterion: Criterion, facts: ChartFacts, knowledge: Knowledge) -> C
     return CriteriaEvaluator(facts, knowledge).evaluate(criterion)
 
 
-def _day(value: date | None) -> date | None:
-    """Dates compare as days; a datetime that slipped through is cut to its date."""
-    if isinstance(value, datetime):
-        return value.date()
-    return value
-
-
-def _is_void(fact: ClinicalFact) -> bool:
-    if fact.status is not None and fact.status in _VOID_STATUSES.get(fact.kind, ()):
-        return True
-    return fact.verification is not None and fact.verification in _VOID_VERIFICATIONS
-
-
 def _fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
     """"Pelvic pain (2026-10-02)"; order reasons say so instead of a date. Labels are shown to
     clinicians, so they name no resource (the fact itself keeps ``source`` for the audit)."""
@@ -133,7 +121,11 @@ class CriteriaEvaluator:
     def __init__(self, facts: ChartFacts, knowledge: Knowledge):
         self.facts = facts
         self.knowledge = knowledge
-        self.today: date = _day(facts.today)  # type: ignore[assignment]
+        self.today: date = day_of(facts.today)  # type: ignore[assignment]
+        self._shared: CriteriaEvaluator | None = None
+        self._order_facts: tuple[ClinicalFact, ...] = ()
+        self._order_valuesets: frozenset[str] = frozenset()
+        self._present: frozenset[str] | None = None
         self._positions: dict[int, int] = {}
         self._by_kind: dict[FactKind, tuple[ClinicalFact, ...]] | None = None
         self._by_valueset: dict[tuple[str, FactKind], tuple[ClinicalFact, ...]] = {}
@@ -157,6 +149,27 @@ class CriteriaEvaluator:
             "order_reason": self._order_reason,
         }
 
+    def for_order(self, order_facts: tuple[ClinicalFact, ...]) -> "CriteriaEvaluator":
+        """The chart plus one draft order's own facts (its reasons). Criteria those cannot change (see
+        CompiledKnowledge.reason_valuesets) are answered by this, the call's, evaluator and memo."""
+        view = CriteriaEvaluator(replace(self.facts, facts=self.facts.facts + order_facts), self.knowledge)
+        view._shared, view._order_facts = self, order_facts
+        valuesets_with = self.knowledge.valuesets_with
+        view._order_valuesets = frozenset(v for fact in order_facts for code in fact.codes
+                                          for v in valuesets_with(code.system, code.code))
+        if order_facts:  # criteria about "any reason of the order" depend on it
+            view._order_valuesets |= {ANY_REASON}
+        return view
+
+    def valuesets_present(self) -> frozenset[str]:
+        """Value sets holding at least one (non-void) fact of this chart: what gates scenarios."""
+        if self._shared is not None:  # an order's reasons are never void
+            return self._shared.valuesets_present() | (self._order_valuesets - {ANY_REASON})
+        if self._present is None:
+            self._build_indexes()
+            self._present = frozenset(valueset_id for valueset_id, _ in self._by_valueset)
+        return self._present
+
     # -- entry point ---------------------------------------------------------------------------
 
     def evaluate(self, criterion: Criterion) -> CriterionResult:
@@ -164,6 +177,9 @@ class CriteriaEvaluator:
 
         The memo keeps a reference to the criterion, so its ``id`` cannot be reused while cached.
         """
+        shared = self._shared
+        if shared is not None and self._order_valuesets.isdisjoint(self.knowledge.compiled.reason_valuesets(criterion)):
+            return shared.evaluate(criterion)
         cached = self._results.get(id(criterion))
         if cached is not None and cached[0] is criterion:
             return cached[1]
@@ -176,10 +192,10 @@ class CriteriaEvaluator:
         """``None`` (no ``when``) always holds."""
         return criterion is None or self.evaluate(criterion).holds
 
-    @staticmethod
-    def _operator(criterion: Criterion) -> str:
-        # The knowledge's criteria are checked once per process, not once per request.
-        known = _OPERATORS.get(id(criterion))
+    def _operator(self, criterion: Criterion) -> str:
+        # The knowledge's criteria were resolved when it was loaded; others (tests, tools) are
+        # checked once per process.
+        known = self.knowledge.compiled.operators.get(id(criterion)) or _OPERATORS.get(id(criterion))
         if known is not None and known[0] is criterion:
             return known[1]
         operator = CriteriaEvaluator._check_operator(criterion)
@@ -348,7 +364,7 @@ class CriteriaEvaluator:
         )
         if trend.direction != wanted:
             return FALSE
-        return CriterionResult(True, (Evidence(label=_trend_label(valueset.title, trend), facts=trend.points),))
+        return CriterionResult(True, (Evidence(label=trend_label(valueset.title, trend), facts=trend.points),))
 
     def _order_reason(self, criterion: Criterion) -> CriterionResult:
         valueset, outside = self._valueset(criterion["order_reason"]), criterion.get("outside", False)
@@ -413,13 +429,27 @@ class CriteriaEvaluator:
         """
         if self._by_kind is not None:
             return
-        # A hot loop (every fact of the chart, once per request): written for speed, not beauty.
-        positions = self._positions
-        valuesets_with = self.knowledge.valuesets_with
         by_kind: dict[FactKind, list[ClinicalFact]] = {}
         by_valueset: dict[tuple[str, FactKind], list[ClinicalFact]] = {}
+        facts: tuple[ClinicalFact, ...] = self.facts.facts
+        start = 0
+        if self._shared is not None:  # the call's index, plus this order's own facts
+            shared = self._shared
+            shared._build_indexes()
+            by_kind = {kind: list(found) for kind, found in shared._by_kind.items()}
+            by_valueset = {key: list(found) for key, found in shared._by_valueset.items()}
+            self._positions = dict(shared._positions)
+            facts, start = self._order_facts, len(shared.facts.facts)
+        self._index(facts, start, by_kind, by_valueset)
+        self._by_kind = {kind: tuple(found) for kind, found in by_kind.items()}
+        self._by_valueset = {key: tuple(found) for key, found in by_valueset.items()}
+
+    def _index(self, facts: tuple[ClinicalFact, ...], start: int, by_kind: dict, by_valueset: dict) -> None:
+        # A hot loop (every fact of the chart, once per call): written for speed, not beauty.
+        positions = self._positions
+        valuesets_with = self.knowledge.valuesets_with
         void_verifications = _VOID_VERIFICATIONS
-        for position, fact in enumerate(self.facts.facts):
+        for position, fact in enumerate(facts, start):
             kind, status, verification = fact.kind, fact.status, fact.verification
             if (status is not None and status in _VOID_STATUSES[kind]) or (
                 verification is not None and verification in void_verifications
@@ -439,8 +469,6 @@ class CriteriaEvaluator:
                         by_valueset[key] = [fact]
                     elif bucket[-1] is not fact:  # two codes of one fact in the same value set
                         bucket.append(fact)
-        self._by_kind = {kind: tuple(facts) for kind, facts in by_kind.items()}
-        self._by_valueset = {key: tuple(facts) for key, facts in by_valueset.items()}
 
     def _valueset(self, valueset_id: str) -> ValueSet:
         try:
@@ -453,8 +481,8 @@ class CriteriaEvaluator:
     def _fact_day(self, fact: ClinicalFact) -> date | None:
         """Reasons on the draft order count as dated today (docs/knowledge.md)."""
         if fact.kind is FactKind.ORDER_REASON:
-            return _day(fact.date) or self.today
-        return _day(fact.date)
+            return day_of(fact.date) or self.today
+        return day_of(fact.date)
 
     def _in_window(self, day: date | None, within_days: int | None, older_than_days: int | None) -> bool:
         """within_days N: no earlier than N days before today; older_than_days N: more than N days ago.
@@ -470,15 +498,3 @@ class CriteriaEvaluator:
         if older_than_days is not None and not day < self.today - timedelta(days=older_than_days):
             return False
         return True
-
-
-def _trend_label(title: str, trend: MarkerTrend) -> str:
-    """"SCC antigen rising (1.1 → 3.4 ng/mL, 2026-03-01 to 2026-10-01)"."""
-    points = trend.points
-    if not points:
-        return f"{title} {trend.direction}"
-    first, last = points[0], points[-1]
-    values = f"{format_value(first.value, None)} → {format_value(last.value, last.unit)}"
-    first_day, last_day = _day(first.date), _day(last.date)
-    span = f", {first_day.isoformat()} to {last_day.isoformat()}" if first_day and last_day else ""
-    return f"{title} {trend.direction} ({values}{span})"

@@ -32,8 +32,10 @@ The :class:`~cds_service.reasoning.criteria.CriteriaEvaluator` made here lives f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
+from cds_service.chart.extract import order_reason_facts
 from cds_service.chart.facts import ChartFacts, ClinicalFact, DraftOrder
 from cds_service.kb.model import (
     Appropriateness,
@@ -52,11 +54,13 @@ from cds_service.reasoning.assessment import (
     ScanRating,
     SurveillanceNotice,
 )
-from cds_service.reasoning.criteria import CriteriaEvaluator, CriterionResult, newest_first
-from cds_service.reasoning.selection import scenario_procedure_ids, select_scenario
+from cds_service.reasoning.criteria import CriteriaEvaluator, CriterionResult
+from cds_service.reasoning.fact_selection import newest_first
+from cds_service.reasoning.selection import select_scenario
 
 __all__ = [
     "assess_order",
+    "assess_orders",
     "select_scenario",
     "choose_ordered_procedure",
     "order_covers",
@@ -76,26 +80,46 @@ NO_SCENARIO = "no scenario applies to this patient"
 DAYS_PER_MONTH = 30.4
 
 
-def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge) -> OrderAssessment:
-    """Everything the cards need to say about one draft order, for this chart."""
+def assess_order(order: DraftOrder, facts: ChartFacts, knowledge: Knowledge, *, use_index: bool = True) -> OrderAssessment:
+    """Everything the cards need to say about one draft order, for this chart (``facts`` include
+    the order's own reasons). ``use_index=False`` tries every scenario in priority order instead of
+    only those the compiled knowledge says could apply (the reference the index is tested against)."""
+    return _assess(order, CriteriaEvaluator(facts, knowledge), knowledge, use_index)
+
+
+def assess_orders(orders: list[DraftOrder], chart: ChartFacts, knowledge: Knowledge) -> list[OrderAssessment]:
+    """Every draft order of one hook call against one chart (``chart`` without order reasons).
+
+    One evaluator indexes the chart and remembers criterion results for the whole call; each order
+    adds only its own reasons (:meth:`CriteriaEvaluator.for_order`), so the ten orders of an
+    order-sign cost little more than one.
+    """
+    if len(orders) == 1:  # nothing to share: one evaluator over the chart and the order's reasons
+        reasons = order_reason_facts(orders[0], chart.today)
+        return [_assess(orders[0], CriteriaEvaluator(replace(chart, facts=chart.facts + reasons), knowledge),
+                        knowledge, True)]
+    shared = CriteriaEvaluator(chart, knowledge)
+    return [_assess(order, shared.for_order(order_reason_facts(order, chart.today)), knowledge, True)
+            for order in orders]
+
+
+def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledge, use_index: bool) -> OrderAssessment:
     candidates = meant_by_order(order, knowledge.procedures_for(order.codes))
     if not candidates:
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, reason=NOT_IN_CATALOGUE)
-
-    evaluator = CriteriaEvaluator(facts, knowledge)
-    selected = select_scenario(candidates, evaluator, knowledge)
+    selected = select_scenario(candidates, evaluator, knowledge, use_index=use_index)
     if selected is None:
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, ordered=candidates[0], reason=NO_SCENARIO)
     scenario, matched = selected
 
     ratings = applicable_ratings(scenario, evaluator)
-    ordered = choose_ordered_procedure(order, candidates, scenario, ratings)
+    ordered = choose_ordered_procedure(order, candidates, scenario, ratings, knowledge)
     contraindications = active_contraindications(evaluator, knowledge)
     blocked_by = blocking(ordered, contraindications)
     table = rating_table(ratings, knowledge)
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
     recommended = None
-    if ordered.id in scenario_procedure_ids(scenario):
+    if ordered.id in knowledge.compiled.procedures_of[scenario.id]:
         # A study outside the scenario's question (a head CT for a fall, in a patient followed for
         # cervical cancer) gets no switch suggestion: the scenario's best study answers another question.
         recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
@@ -139,6 +163,7 @@ def choose_ordered_procedure(
     candidates: tuple[Procedure, ...],
     scenario: Scenario,
     ratings: dict[str, ScenarioRating],
+    knowledge: Knowledge,
 ) -> Procedure:
     """Which of the catalogue studies the order's codes name this order means (module docstring)."""
     rated = [procedure for procedure in candidates if procedure.id in ratings]
@@ -152,7 +177,7 @@ def choose_ordered_procedure(
             return (0 if complete else 1, -explained, -ratings[procedure.id].rating.rank, position)
 
         return min(enumerate(rated), key=rank)[1]
-    listed = scenario_procedure_ids(scenario)
+    listed = knowledge.compiled.procedures_of[scenario.id]
     return next((procedure for procedure in candidates if procedure.id in listed), candidates[0])
 
 

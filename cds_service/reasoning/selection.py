@@ -22,47 +22,40 @@ from cds_service.chart.facts import FactKind
 from cds_service.kb.model import Criterion, Knowledge, Procedure, Scenario
 from cds_service.reasoning.criteria import CriteriaEvaluator, CriterionResult
 
-__all__ = ["select_scenario", "scenario_procedure_ids", "scenarios_by_priority"]
+__all__ = ["select_scenario"]
 
 #: One criterion object per value set, so the evaluator's memo and operator cache see the same one.
 _REASON_CRITERIA: dict[str, Criterion] = {}
 
 
-def scenario_procedure_ids(scenario: Scenario) -> frozenset[str]:
-    """Every study the scenario names: rated (under any ``when``), preferred, covered, surveillance, advice."""
-    ids = {rating.procedure for rating in scenario.ratings}
-    ids.update(scenario.covers)
-    ids.update(preference.procedure for preference in scenario.preferred)
-    if scenario.surveillance is not None:
-        ids.update(scenario.surveillance.procedures)
-    for recommendation in scenario.recommendations:
-        ids.update(recommendation.applies_to)
-    return frozenset(ids)
-
-
-def scenarios_by_priority(knowledge: Knowledge) -> list[Scenario]:
-    """Highest priority first; ``sorted`` is stable, so ties keep load order (only within one site)."""
-    return sorted(knowledge.scenarios, key=lambda scenario: -scenario.priority)
-
-
 def select_scenario(
-    candidates: tuple[Procedure, ...], evaluator: CriteriaEvaluator, knowledge: Knowledge
+    candidates: tuple[Procedure, ...], evaluator: CriteriaEvaluator, knowledge: Knowledge, *, use_index: bool = True
 ) -> tuple[Scenario, CriterionResult] | None:
-    """The scenario to apply, with the result of its ``when`` (module docstring; engine docstring)."""
-    candidate_ids = {procedure.id for procedure in candidates}
-    by_priority = scenarios_by_priority(knowledge)
-    naming = [s for s in by_priority if not candidate_ids.isdisjoint(scenario_procedure_ids(s))]
-    holding = _first_holding_per_site(naming, evaluator)
+    """The scenario to apply, with the result of its ``when`` (module docstring; engine docstring).
+
+    With the index (``use_index``), only scenarios whose gate the chart can open are evaluated
+    (kb.compiled: a scenario none of whose necessary value sets holds a fact cannot hold); the answer
+    is the same as trying every scenario in priority order, which ``use_index=False`` does.
+    """
+    compiled = knowledge.compiled
+    by_priority = compiled.by_priority
+    naming = compiled.naming(procedure.id for procedure in candidates)
+    if use_index:
+        plausible = compiled.plausible(evaluator.valuesets_present())
+        rest = sorted(plausible.difference(naming))
+        naming = [rank for rank in naming if rank in plausible]
+    else:
+        rest = [rank for rank in range(len(by_priority)) if rank not in set(naming)]
+    holding = _first_holding_per_site([by_priority[rank] for rank in naming], evaluator)
     if holding:
         regions = {procedure.body_region for procedure in candidates}
         return min(holding, key=lambda item: _rank(item, regions, evaluator))
-    naming_ids = {s.id for s in naming}
-    for scenario in by_priority:
-        if scenario.id in naming_ids:
-            continue
-        result = evaluator.evaluate(scenario.when)
+    # No scenario naming the ordered study holds: the highest-priority one that holds at all
+    # answers NO_CRITERIA_APPLY (the patient is recognised; the criteria do not cover this study).
+    for rank in rest:
+        result = evaluator.evaluate(by_priority[rank].when)
         if result.holds:
-            return scenario, result
+            return by_priority[rank], result
     return None
 
 

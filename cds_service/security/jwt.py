@@ -29,17 +29,19 @@ There is no ``sub`` claim in CDS Hooks 1.0 or 2.0; it is not required (checklist
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import re
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
-from jwt import exceptions as jwt_errors
+from jwt.algorithms import get_default_algorithms
+from jwt.utils import base64url_decode
 
 from cds_service.errors import Unauthorized
 from cds_service.security.issuers import TrustedIssuer, load_trusted_issuers, refuse_duplicate_issuers
@@ -134,17 +136,8 @@ class MemoryReplayCache:
 
 # PyJWT failures → reasons for the log. Looked up along the exception's MRO, so the most specific
 # entry wins; PyJWT's own messages are not used, which keeps token content out of every reason.
-_PYJWT_REASONS: dict[type[Exception], str] = {
-    jwt_errors.ExpiredSignatureError: "token expired",
-    jwt_errors.ImmatureSignatureError: "token not yet valid (iat or nbf in the future)",
-    jwt_errors.InvalidAudienceError: "audience does not name this service",
-    jwt_errors.InvalidIssuerError: "issuer mismatch",
-    jwt_errors.InvalidIssuedAtError: "iat is not a number",
-    jwt_errors.InvalidSignatureError: "signature does not verify",
-    jwt_errors.InvalidAlgorithmError: "algorithm not allowed",
-    jwt_errors.InvalidKeyError: "key unusable for this algorithm",
-    jwt_errors.DecodeError: "malformed token",
-}
+#: Verifiers of the accepted algorithms (PyJWT's own implementations).
+_ALGORITHMS = {name: get_default_algorithms()[name] for name in ALLOWED_ALGORITHMS}
 
 
 class JwtVerifier:
@@ -197,25 +190,37 @@ class JwtVerifier:
     def issuers(self) -> tuple[TrustedIssuer, ...]:
         return tuple(self._issuers.values())
 
-    def verify(self, authorization_header: str | None, audience: str) -> dict:
+    def verify(self, authorization_header: str | None, audience: str, *, remember_jti: bool = True) -> dict:
         """Return the claims of a valid token, or raise :class:`Unauthorized`.
 
         ``audience`` is the external URL of the endpoint being called, e.g.
         ``https://cds.example.org/cds-services/{id}`` (checklist X4); it is compared exactly.
+        The token is decoded once: its header and claims are checked before any key is looked up
+        (so nothing touches the network for a token not addressed to us), then its signature.
+        With ``remember_jti=False`` the caller records the ``jti`` itself (:meth:`replay_entry`),
+        in the same transaction as the decision it audits.
         """
         if not isinstance(audience, str) or not audience:
             raise ValueError("audience must be the URL of the CDS Service endpoint being called")
-        token = _bearer_token(authorization_header)
-        header = _checked_header(token)
-        issuer = self._trusted_issuer(_unverified_claims(token))
+        token = _ParsedToken.from_compact(_bearer_token(authorization_header))
+        header = _checked_header(token.header)
+        issuer = self._trusted_issuer(token.claims)
         _check_jku(header, issuer)
+        _check_registered_claims(token.claims, audience, issuer.iss, self._leeway)
+        self._check_claims(token.claims, issuer)
         # No network before this line: the issuer is allow-listed and the claims are addressed to
         # us and current, even though not yet proven authentic.
-        self._check_claims(_decode(token, None, None, audience, issuer.iss, self._leeway), issuer)
         key = _public_key(self._keys[issuer.iss].key_for(header["kid"]), header["alg"])
-        claims = _decode(token, key, header["alg"], audience, issuer.iss, self._leeway)
-        self._check_replay(claims)
-        return claims
+        token.verify_signature(key, header["alg"])
+        if remember_jti:
+            self._check_replay(token.claims)
+        return token.claims
+
+    def replay_entry(self, claims: dict) -> tuple[str, str, datetime]:
+        """``(iss, jti, expires_at)`` to remember for a verified token (see ``remember_jti``)."""
+        # Remember past exp by the leeway: the token is still accepted until exp + leeway.
+        expires_at = datetime.fromtimestamp(claims["exp"] + self._leeway, tz=timezone.utc)
+        return claims["iss"], claims["jti"], expires_at
 
     def _trusted_issuer(self, claims: dict) -> TrustedIssuer:
         iss = claims.get("iss")
@@ -240,9 +245,7 @@ class JwtVerifier:
                 raise Unauthorized(f"tenant {brief(tenant)} not allowed for issuer {brief(issuer.iss)}")
 
     def _check_replay(self, claims: dict) -> None:
-        # Remember past exp by the leeway: the token is still accepted until exp + leeway.
-        expires_at = datetime.fromtimestamp(claims["exp"] + self._leeway, tz=timezone.utc)
-        if not self._replay_cache.remember_jti(claims["iss"], claims["jti"], expires_at):
+        if not self._replay_cache.remember_jti(*self.replay_entry(claims)):
             raise Unauthorized(f"jti {brief(claims['jti'])} already used (replay)")
 
 
@@ -264,11 +267,7 @@ def _bearer_token(authorization_header: str | None) -> str:
     return token
 
 
-def _checked_header(token: str) -> dict:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt_errors.PyJWTError:
-        raise Unauthorized("malformed JWT header") from None
+def _checked_header(header: dict) -> dict:
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         # The header never chooses an algorithm outside the list, whatever keys exist (X5).
@@ -285,11 +284,64 @@ def _checked_header(token: str) -> dict:
     return header
 
 
-def _unverified_claims(token: str) -> dict:
+class _ParsedToken:
+    """A compact JWS split and decoded once: header, claims, and what the signature covers."""
+
+    __slots__ = ("header", "claims", "signing_input", "signature")
+
+    def __init__(self, header: dict, claims: dict, signing_input: bytes, signature: bytes):
+        self.header, self.claims, self.signing_input, self.signature = header, claims, signing_input, signature
+
+    @classmethod
+    def from_compact(cls, token: str) -> "_ParsedToken":
+        encoded_header, encoded_claims, encoded_signature = token.split(".")
+        header = _json_segment(encoded_header, "header")
+        claims = _json_segment(encoded_claims, "payload")
+        try:
+            signature = base64url_decode(encoded_signature.encode("ascii"))
+        except (ValueError, TypeError):
+            raise Unauthorized("malformed JWT signature") from None
+        return cls(header, claims, f"{encoded_header}.{encoded_claims}".encode("ascii"), signature)
+
+    def verify_signature(self, key: Any, alg: str) -> None:
+        """``alg`` is on :data:`ALLOWED_ALGORITHMS` and :func:`_public_key` has bound it to the key's
+        type, so this is the configured algorithm, not the token's choice."""
+        if not _ALGORITHMS[alg].verify(self.signing_input, key, self.signature):
+            raise Unauthorized("signature does not verify")
+
+
+def _json_segment(segment: str, name: str) -> dict:
     try:
-        return jwt.decode(token, options={"verify_signature": False})
-    except jwt_errors.PyJWTError:
-        raise Unauthorized("malformed JWT payload") from None
+        value = json.loads(base64url_decode(segment.encode("ascii")))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise Unauthorized(f"malformed JWT {name}") from None
+    if not isinstance(value, dict):
+        raise Unauthorized(f"malformed JWT {name}")
+    return value
+
+
+def _check_registered_claims(claims: dict, audience: str, iss: str, leeway: int) -> None:
+    """RFC 7519 claims: present (CDS Hooks requires iss, aud, exp, iat, jti), well typed, current
+    within ``leeway`` seconds, addressed to ``audience`` and issued by ``iss``."""
+    for name in REQUIRED_CLAIMS:
+        if name not in claims:
+            raise Unauthorized(f"required claim {brief(name)} missing")
+    now = time.time()
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
+                               or not math.isfinite(value)):
+            raise Unauthorized(f"{name} is not a number")
+    if claims["exp"] <= now - leeway:
+        raise Unauthorized("token expired")
+    if claims["iat"] > now + leeway or claims.get("nbf", 0) > now + leeway:
+        raise Unauthorized("token not yet valid (iat or nbf in the future)")
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences) or audience not in audiences:
+        raise Unauthorized("audience does not name this service")
+    if claims["iss"] != iss:
+        raise Unauthorized("issuer mismatch")
 
 
 def _check_jku(header: dict, issuer: TrustedIssuer) -> None:
@@ -319,44 +371,5 @@ def _public_key(jwk: PyJWK, alg: str) -> Any:
         raise Unauthorized(f"algorithm {brief(alg)} not allowed")
     return key
 
-
-def _decode(token: str, key: Any, alg: str | None, audience: str, iss: str, leeway: int) -> dict:
-    """Decode with every claim check; the signature too unless ``key`` is None.
-
-    ``algorithms=[alg]``: ``alg`` is on :data:`ALLOWED_ALGORITHMS` and :func:`_public_key` has
-    bound it to the key's type, so this is the configured algorithm, not the token's choice.
-    """
-    verify_signature = key is not None
-    options = {
-        "verify_signature": verify_signature,
-        "verify_exp": True,
-        "verify_iat": True,
-        "verify_nbf": True,
-        "verify_aud": True,
-        "verify_iss": True,
-        "verify_jti": True,
-        "require": list(REQUIRED_CLAIMS),
-    }
-    try:
-        return jwt.decode(
-            token,
-            key=key if verify_signature else "",
-            algorithms=[alg] if alg else list(ALLOWED_ALGORITHMS),
-            options=options,
-            audience=audience,
-            issuer=iss,
-            leeway=leeway,
-        )
-    except jwt_errors.MissingRequiredClaimError as error:
-        raise Unauthorized(f"required claim {brief(error.claim)} missing") from None
-    except jwt_errors.PyJWTError as error:
-        raise Unauthorized(_pyjwt_reason(error)) from None
-
-
-def _pyjwt_reason(error: Exception) -> str:
-    for cls in type(error).__mro__:
-        if cls in _PYJWT_REASONS:
-            return _PYJWT_REASONS[cls]
-    return f"invalid token ({type(error).__name__})"
 
 

@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     settings.validate()
     configure_logging(settings.log_level)
 
-    knowledge = knowledge or load_knowledge(settings.knowledge_dir or None, settings.knowledge_extra_dirs)
+    knowledge = knowledge or load_knowledge(settings.knowledge_dir or None, settings.knowledge_extra_dirs,
+                                            cache_dir=settings.knowledge_cache)
     if store is None:
         store = Store.from_url(settings.database_url)  # creates a SQLite file's directory itself
         store.init_schema()
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         read_timeout=settings.fhir_read_timeout,
         max_pages=settings.fhir_max_pages,
         max_response_bytes=settings.fhir_max_response_bytes,
+        max_concurrency=settings.fhir_max_concurrency,
     )
     decisions = DecisionService(
         settings=settings,

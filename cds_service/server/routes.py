@@ -59,9 +59,9 @@ def call_service(service_id: str):
     try:
         if service is None:
             raise UnknownService(f"no CDS service with id {service_id!r}")
-        _authenticate()
+        jti = _authenticate(remember_jti=False)
         body = _json_body(decode_hook_body)
-        response = json_response(_cds().decisions.decide(service, body))
+        response = json_response(_cds().decisions.decide(service, body, jti=jti))
         status = 200
         # Freeing a decoded 300-resource chart takes a few tenths of a millisecond: let that
         # happen once the answer has been written to the EHR, not while it waits for it.
@@ -124,12 +124,15 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
-def _authenticate() -> None:
+def _authenticate(*, remember_jti: bool = True) -> tuple | None:
+    """Verify the caller's JWT. With ``remember_jti=False`` its ``(iss, jti, expires_at)`` is
+    returned for the decision audit to remember in its own transaction."""
     verifier = _cds().verifier
     if verifier is None:  # development mode without trusted issuers (announced at start-up)
-        return
+        return None
     audience = _cds().settings.public_base_url.rstrip("/") + request.path
-    g.jwt_claims = verifier.verify(request.headers.get("Authorization"), audience)
+    g.jwt_claims = verifier.verify(request.headers.get("Authorization"), audience, remember_jti=remember_jti)
+    return None if remember_jti else verifier.replay_entry(g.jwt_claims)
 
 
 def _json_body(decode: Callable[[bytes], Any] = orjson.loads) -> Any:

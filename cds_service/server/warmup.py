@@ -21,7 +21,7 @@ WARM_UP_PATIENT = "warm-up-patient"
 class _DiscardingStore:
     """Stands in for the store during warm-up: audit records of warm-up calls are not decisions."""
 
-    def record_decisions(self, records) -> None:
+    def record_decisions(self, records, *, jti=None) -> None:
         pass
 
     def record_feedback(self, service_id, feedback) -> int:
