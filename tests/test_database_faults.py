@@ -2,7 +2,8 @@
 
 Each fault is made for real against ``python -m cds_service serve`` in its own process: a SQLite
 write lock held by another connection, a SQLite file the server cannot write (run as root, the server
-drops the capabilities that bypass file modes, so it meets them like an unprivileged user), and a PostgreSQL server stopped and started again.
+drops the capabilities that bypass file modes, so it meets them like an unprivileged user), a full
+filesystem (a private tmpfs, root only), and a PostgreSQL server stopped and started again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,5 +181,54 @@ def test_postgresql_stopped_is_503_and_the_service_recovers_when_it_is_back(pg_c
         _wait_ready(url)
         assert _feedback(url).status_code == 200
         assert _rated_call(url).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def small_filesystem():
+    """A 4 MiB tmpfs of our own, so that filling it fills no one else's disk (root only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a private small filesystem needs root (mount -t tmpfs)")
+    mountpoint = Path(tempfile.mkdtemp(prefix="cds-full-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        mountpoint.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        mountpoint.rmdir()
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_503_and_writes_resume_once_space_is_freed(small_filesystem, tmp_path):
+    port = free_port()
+    server = start_dev_server(tmp_path, port, CDS_DATABASE_URL=f"sqlite:///{small_filesystem / 'service.sqlite3'}")
+    url = f"http://127.0.0.1:{port}"
+    many = [valid_feedback_entry() for _ in range(500)]  # more pages than the WAL holds already
+    try:
+        server.wait_ready(url)
+        assert _feedback(url).status_code == 200
+        filler = _fill(small_filesystem)
+        answer = requests.post(f"{url}/cds-services/{SELECT_ID}/feedback", json={"feedback": many}, timeout=20)
+        _assert_unavailable(answer, "full")
+        filler.unlink()
+        answer = requests.post(f"{url}/cds-services/{SELECT_ID}/feedback", json={"feedback": many}, timeout=20)
+        assert answer.status_code == 200 and answer.json() == {"stored": 500}
+        _wait_ready(url, timeout=5)
     finally:
         server.stop()
