@@ -71,6 +71,7 @@ def test_breast_cancer_covers_snomed_descendants_and_c50():
         assert (SCT, code) in breast
     assert (ICD10CM, "C50.911") in breast and (ICD10CM, "C50.412") in breast
     assert (SCT, "94655007") not in breast     # secondary neoplasm *in* the breast is not breast cancer
+    assert (SCT, "12241031000119108") not in breast   # "Metastatic malignant neoplasm to left breast"
     assert (SCT, "278050001") not in breast    # sarcoma of breast
 
 
@@ -127,6 +128,17 @@ def test_treatments_and_devices():
     devices = vs("mr-relevant-implanted-device-type").codes()
     assert {(SCT, "14106009"), (SCT, "72506001"), (SCT, "43252007")} <= devices
     assert vs("cardiac-implanted-device-type").codes() <= devices
+
+
+def test_kidney_stage_and_device_evidence():
+    ckd = vs("ckd-stage-4-5-or-dialysis").codes()
+    assert {(ICD10CM, "N18.4"), (SCT, "721000119107"), (SCT, "433146000")} <= ckd   # incl. diabetic CKD 4
+    assert (SCT, "236436003") not in ckd and (ICD10CM, "I12.9") not in ckd        # graft; "stage 1-4"
+    assert (SCT, "423121009") in vs("stage-iv-cancer-condition").codes()           # NSCLC, TNM stage 4
+    implanted = vs("cardiac-device-implantation-procedure")
+    assert (SCT, "307280005") in implanted.codes()
+    assert not [d for _, _, d in implanted.members if "temporary" in d.lower()]
+    assert (SCT, "441509002") in vs("cardiac-implanted-device-condition").codes()
 
 
 # -- the reader -------------------------------------------------------------------------------------

@@ -86,66 +86,88 @@ def split(members, include: str, exclusions):
 
 
 VSAC_CANCER = "input/vocabulary/valueset/external/valueset-2.16.840.1.113762.1.4.1111.161.json"
-NOT_PRIMARY = [(r"secondary|metastasis to|metastasis of|by separate metastasis|direct extension",
+VSAC_CANCER_PAGE = "input/vocabulary/valueset/external/ValueSet-2.16.840.1.113883.3.526.3.1010-20200306.json"
+NOT_PRIMARY = [(r"secondary|^metasta(tic|sis)\b.*\bto\b|metastasis of|by separate metastasis|direct extension",
                 "secondary (metastatic) deposit in this site, not a primary cancer of it"),
                (r"lymphoma|leuk(a)?emia|myeloma|plasmacytoma", "haematological malignancy, managed apart"),
                (r"melanoma", "melanoma, managed apart"),
                (r"stage 0|in situ|anaplasia", "not invasive cancer")]
 
 
+def cancer_sources(src: Sources):
+    """SNOMED CT members of the two VSAC cancer expansions: the complete one first, then the paged one."""
+    out = []
+    for key, path, note in [("qicore2024", VSAC_CANCER, ""),
+                            ("dqm2025", VSAC_CANCER_PAGE, " (this file lists the first 1,000 of 7,563 members)")]:
+        cite, members = src.vsac(key, path)
+        out.append((cite, [m for m in members if m[0] == SCT], note))
+    return out
+
+
+def site_parts(sources, inc: str, exclusions):
+    """split() over each cancer expansion; returns value-set parts and the members left out."""
+    parts, dropped, seen = [], [], set()
+    for cite, sct, note in sources:
+        kept, left = split(sct, inc, exclusions)
+        parts.append((cite, kept, "SNOMED CT members whose display matches: " + inc + note))
+        dropped += [d for d in left if d[0][1] not in seen and not seen.add(d[0][1])]
+    return parts, dropped
+
+
 def cancer_sets(src: Sources) -> None:
-    cite, members = src.vsac("qicore2024", VSAC_CANCER)
-    sct = [m for m in members if m[0] == SCT]
-    sel = "SNOMED CT members whose display matches: "
+    sources = cancer_sources(src)
 
     inc = r"breast"
-    kept, dropped = split(sct, inc, NOT_PRIMARY + [
+    kept, dropped = site_parts(sources, inc, NOT_PRIMARY + [
         (r"sarcoma", "sarcoma of the breast, not breast carcinoma"),
         (r"skin of breast|skin and breast", "skin tumour or a grouping wider than the breast")])
     write_valueset("breast-cancer-primary", "Primary malignant neoplasm of breast",
                    "Breast cancer (carcinoma), any laterality or quadrant, active or in history; includes codes that "
                    "also say the cancer is metastatic (those are in secondary-malignant-neoplasm-any too).",
-                   [(cite, kept, sel + inc), icd10cm_part(["C50"])], dropped)
+                   [*kept, icd10cm_part(["C50"])], dropped)
 
     inc = r"rectum|rectal|rectosigmoid|anorect"
-    kept, dropped = split(sct, inc, NOT_PRIMARY[:2] + NOT_PRIMARY[3:] + [
+    kept, dropped = site_parts(sources, inc, NOT_PRIMARY[:2] + NOT_PRIMARY[3:] + [
         (r"anus|anal|anorect", "includes the anus or anal canal (anal cancer is not rectal cancer)"),
         (r"rectouterine|rectovaginal|rectovesical|pararectal", "a structure next to the rectum, not the rectum"),
         (r"colon and/or rectum|colon and rectum|colorectal", "may be a colon cancer"),
-        (r"melanoma|carcinoid|neuroendocrine", "non-adenocarcinoma histology managed apart")])
+        (r"melanoma|carcinoid|neuroendocrine|sarcoma|mesenchymal", "non-adenocarcinoma histology managed apart")])
     write_valueset("rectal-cancer", "Malignant neoplasm of rectum or rectosigmoid junction",
                    "Rectal cancer; ICD-10-CM C20 (rectum) and C19 (rectosigmoid junction, included on purpose: "
                    "staged and followed as rectal cancer). Anal cancer (C21) is excluded; see anal-cancer.",
-                   [(cite, kept, sel + inc), icd10cm_part(["C19", "C20"])], dropped)
+                   [*kept, icd10cm_part(["C19", "C20"])], dropped)
 
     inc = r"\banus\b|\banal\b|perianal|anorect"
-    kept, dropped = split(sct, inc, NOT_PRIMARY[:1])
+    kept, dropped = site_parts(sources, inc, NOT_PRIMARY[:1])
     write_valueset("anal-cancer", "Malignant neoplasm of anus or anal canal (exclude from rectal)",
                    "Anal and anorectal cancers. Used to keep anal cancer out of rectal-cancer scenarios; also holds "
-                   "codes that name rectum and anus together.", [(cite, kept, sel + inc), icd10cm_part(["C21"])],
+                   "codes that name rectum and anus together.", [*kept, icd10cm_part(["C21"])],
                    dropped)
 
     inc = r"cervix|endocervi|exocervi|cervical stump"
-    kept, dropped = split(sct, inc, [(r"(extension|metastasis) from uterine cervix", None)] + NOT_PRIMARY + [
-        (r"sarcoma", "sarcoma of the cervix, not cervical carcinoma")])
+    kept, dropped = site_parts(sources, inc, [(r"(extension|metastasis) from uterine cervix", None)] + NOT_PRIMARY + [
+        (r"sarcoma|neuroectodermal", "sarcoma or neuroectodermal tumour of the cervix, not cervical carcinoma")])
     write_valueset("cervical-cancer", "Malignant neoplasm of cervix uteri",
                    "Invasive cervical cancer, active or in history (carcinoma in situ excluded).",
-                   [(cite, kept, sel + inc), icd10cm_part(["C53"])], dropped)
+                   [*kept, icd10cm_part(["C53"])], dropped)
 
     inc = (r"\bof bone|bones\b|osteosarcoma|ewing|chondrosarcoma|chordoma|adamantinoma|vertebra|"
            r"of (rib|sternum|clavicle|scapula|sacrum|coccyx|mandible|femur|humerus|tibia|fibula|radius|ulna|pelvic bone)")
-    kept, dropped = split(sct, inc, NOT_PRIMARY + [
+    kept, dropped = site_parts(sources, inc, NOT_PRIMARY + [
         (r"extraskeletal|soft tissue", "soft-tissue tumour, not bone"),
         (r"marrow", "bone-marrow disease, not a bone tumour"),
         (r"skin", "skin tumour, not bone"),
+        (r"gingiva", "a gum (soft-tissue) tumour"),
+        (r"column region", "a body region that may be soft tissue, not bone"),
         (r"alveolus of mandible|epithelial neoplasm of mandible", "an oral carcinoma involving the jaw, not a bone "
                                                                  "sarcoma"),
         (r"connective tissue", "a grouping wider than bone")])
     write_valueset("bone-cancer-primary", "Primary malignant neoplasm of bone",
                    "Primary bone sarcomas (osteosarcoma, Ewing sarcoma, chondrosarcoma, chordoma …) and ICD-10-CM "
                    "C40/C41; metastases to bone are in secondary-malignant-neoplasm-bone.",
-                   [(cite, kept, sel + inc), icd10cm_part(["C40", "C41"])], dropped)
-    secondary_sets(cite, sct, src)
+                   [*kept, icd10cm_part(["C40", "C41"])], dropped)
+    secondary_sets(sources, src)
+    stage_iv_condition_set(sources)
 
 
 def icd10cm_part(roots):
@@ -158,7 +180,7 @@ NOT_SECONDARY = [(r"history of", "a history statement, not a current finding"),
                  (r"metastasis from|metastatic (carcinoma|malignant neoplasm) of|carcinoma of .* metastatic\b$",
                   "names the primary only; the site of spread is not stated")]
 SITES = {
-    "bone": (r"bone|vertebra|spine|spinal column|sacrum|coccyx|\brib\b|femur|humerus|pelvis|skull|marrow",
+    "bone": (r"bone|vertebra|spine|spinal column|sacrum|coccyx|\brib\b|femur|humerus|skull|marrow|sternum|clavicle|scapula",
              ["C79.5"], "Secondary malignant neoplasm of bone or bone marrow (vertebrae included)"),
     "vertebral": (r"vertebra|spine|spinal column|sacrum|coccyx", [],
                   "Secondary malignant neoplasm of the vertebral column (SNOMED CT only: ICD-10-CM has no "
@@ -171,30 +193,46 @@ SITES = {
 }
 
 
-def secondary_sets(cite, sct, src: Sources) -> None:
-    sel = "SNOMED CT members whose display matches: "
-    allsec, dropped = split(sct, SECONDARY, [(r"history of", "a history statement, not a current finding")])
+SITE_EXCLUSIONS = NOT_SECONDARY + [
+    (r"connective tissue", "a grouping wider than one organ"),
+    (r"liver", None),   # liver named: keep, even when the biliary tract is named too
+    (r"bile duct|biliary|gallbladder", "biliary tract, not liver"),
+    (r"lymph node", "lymph-node deposit, not this organ"),
+    (r"soft tissue", "soft-tissue deposit, not bone"),
+    (r"hepatic flexure", "the hepatic flexure is part of the colon"),
+    (r"lung cancer", "a lung primary that has spread, not a deposit in the lung")]
+
+
+def secondary_sets(sources, src: Sources) -> None:
+    anywhere, dropped = site_parts(sources, SECONDARY, [(r"history of", "a history statement, not a current finding")])
     mc_cite, mc = src.mcode_example_codes("input/fsh/EX_Basic.fsh", {"1287652008", "1098951000119108"})
     mc2_cite, mc2 = src.mcode_example_codes("input/fsh/EX_Staging_Other.fsh", {"128462008"})
     write_valueset("secondary-malignant-neoplasm-any", "Secondary (metastatic) malignant neoplasm, any site",
                    "Any metastatic disease, including nodal spread (C77) and neuroendocrine secondaries (C7B), "
                    "disseminated malignancy (C80.0), and mCODE's history-of-metastatic-cancer codes.",
-                   [(cite, allsec, sel + SECONDARY), icd10cm_part(["C77", "C78", "C79", "C7B", "C80.0"]),
+                   [*anywhere, icd10cm_part(["C77", "C78", "C79", "C7B", "C80.0"]),
                     (mc_cite, mc, "codes used by the mCODE examples for metastatic disease history"),
                     (mc2_cite, mc2, "code used by the mCODE examples for metastatic disease")], dropped)
+    secondary = [(cite, members, note) for (cite, members, _), (_, _, note) in zip(anywhere, sources)]
     for site, (rx, roots, title) in SITES.items():
-        kept, dropped = split(allsec, rx, (NOT_SECONDARY + [
-            (r"lymph node", "lymph-node deposit, not this organ"),
-            (r"soft tissue", "soft-tissue deposit, not bone"),
-            (r"hepatic flexure", "the hepatic flexure is part of the colon"),
-            (r"lung cancer", "a lung primary that has spread, not a deposit in the lung")])[:None if site != "lymph-nodes" else 2])
-        parts = [(cite, kept, sel + f"({SECONDARY}) and ({rx})")]
+        rules = NOT_SECONDARY if site == "lymph-nodes" else SITE_EXCLUSIONS
+        parts, dropped = site_parts(secondary, rx, rules)
+        parts = [(c, m, f"SNOMED CT members whose display matches ({SECONDARY}) and ({rx}){note}")
+                 for (c, m, _), (_, _, note) in zip(parts, sources)]
         if roots:
             parts.append(icd10cm_part(roots))
         if site == "brain":
             dropped += [((ICD10CM, "C79.32", "Secondary malignant neoplasm of cerebral meninges"),
                          "meninges, not brain parenchyma (C79.3 is not used as a prefix for that reason)")]
         write_valueset(f"secondary-malignant-neoplasm-{site}", title, title + ".", parts, dropped)
+
+
+def stage_iv_condition_set(sources) -> None:
+    parts, dropped = site_parts(sources, r"\bstage (4|iv)\b", [])
+    write_valueset("stage-iv-cancer-condition", "Cancer recorded as stage 4 (Condition.code)",
+                   "Condition codes that themselves say the cancer is stage 4 (e.g. TNM stage 4 lung cancer, stage 4 "
+                   "infiltrating ductal carcinoma of breast): evidence of stage IV disease without a staging "
+                   "Observation.", parts, dropped)
 
 
 def synthea(path: str, commit: str, members, selection: str):
@@ -343,19 +381,38 @@ def device_sets(src: Sources) -> None:
                    "Cardiac devices plus cochlear implant and insulin pump (DICOM CID 3779). Neurostimulators "
                    "are not covered: no published list with their codes was found.",
                    [(c1, m1, "all SNOMED CT members"), (c2, m2, "all SNOMED CT members"), mii])
+    q = "input/vocabulary/valueset/external/"
+    situ_cite, situ = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.526.3.368-20210218.json")
     write_valueset("cardiac-implanted-device-condition", "Presence of pacemaker, ICD or heart assist device",
-                   "ICD-10-CM status codes for an implanted cardiac device (condition or problem-list entry).",
-                   [icd10cm_part(["Z95.0", "Z95.810", "Z95.811", "Z95.812"])])
+                   "Findings and ICD-10-CM status codes for an implanted cardiac device (Condition, problem list).",
+                   [(situ_cite, situ, "all members"), icd10cm_part(["Z95.0", "Z95.810", "Z95.811", "Z95.812"])])
+    parts, dropped = [], []
+    for path in [q + "ValueSet-2.16.840.1.113762.1.4.1178.52-20250128.json",
+                 q + "ValueSet-2.16.840.1.113762.1.4.1178.53-20220218.json"]:
+        cite, members = src.vsac("dqm2025", path)
+        kept, left = split(members, r".", [(r"temporary|emergency", "a temporary pacemaker, removed before discharge")])
+        parts.append((cite, kept, "all members, less temporary pacing"))
+        dropped += [d for d in left if d not in dropped]
+    write_valueset("cardiac-device-implantation-procedure", "Pacemaker or ICD implanted (procedure codes)",
+                   "Procedures that implant, replace or revise a permanent pacemaker or defibrillator: evidence of a "
+                   "device when no Device resource is recorded.", parts, dropped)
 
 
 def kidney_and_lab_sets(src: Sources) -> None:
     q = "input/vocabulary/valueset/external/"
     c5, m5 = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.526.3.1002-20200307.json")
     ce, me = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.526.3.353-20200307.json")
+    cd, md = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.464.1003.103.12.1001-20250115.json")
+    cr, mr = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113762.1.4.1029.333-20240210.json")
+    severe = r"chronic kidney disease stage (4|5)|end stage renal disease|with stage 5 chronic kidney"
     write_valueset("ckd-stage-4-5-or-dialysis", "Chronic kidney disease stage 4-5, ESRD or dialysis",
                    "Severe chronic kidney disease: CKD stage 4 and 5, end-stage renal disease and dependence on "
-                   "dialysis. A working kidney transplant is not severe CKD and is excluded.",
+                   "dialysis, including diabetic and hypertensive CKD 4-5. A working kidney transplant is not "
+                   "severe CKD and is excluded; 'stage 1 through stage 4' codes (I12.9, I13.0, I13.10) are too "
+                   "vague and are not used.",
                    [(c5, m5, "all members"), (ce, me, "all members, less the exclusion"),
+                    (cd, split(md, severe, [])[0], "members whose display matches: " + severe),
+                    (cr, split(mr, severe, [])[0], "members whose display matches: " + severe),
                     icd10cm_part(["N18.4", "N18.5", "N18.6", "Z99.2"])],
                    [((SCT, "236436003", "End stage renal failure with renal transplant (disorder)"),
                      "a functioning graft; the latest eGFR decides instead")])
