@@ -73,6 +73,7 @@ def test_breast_cancer_covers_snomed_descendants_and_c50():
     assert (SCT, "94655007") not in breast     # secondary neoplasm *in* the breast is not breast cancer
     assert (SCT, "12241031000119108") not in breast   # "Metastatic malignant neoplasm to left breast"
     assert (SCT, "278050001") not in breast    # sarcoma of breast
+    assert (SCT, "189336000") not in breast and (SCT, "126926005") not in breast   # in situ; "Neoplasm of breast"
 
 
 def test_history_of_breast_cancer_is_not_family_history_or_risk():
@@ -99,7 +100,7 @@ def test_cervical_cancer_leaves_out_non_invasive_and_other_primaries():
     cervix = vs("cervical-cancer")
     assert {(SCT, "363354003"), (ICD10CM, "C53.9")} <= cervix.codes()
     assert (SCT, "369473007") in cervix.codes()      # cervical cancer extending into the bladder
-    for code in ("254889004", "80914001", "369499000"):   # stage 0, anaplasia, vaginal primary
+    for code in ("254889004", "80914001", "369499000", "92564006"):   # stage 0, anaplasia, vaginal primary, CIS
         assert (SCT, code) not in cervix.codes()
         assert any(c == code for _, c, _, _ in cervix.excluded)
 

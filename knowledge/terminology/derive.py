@@ -16,7 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from derive_sources import ICD10CM, MII_KARDIO, RXNORM, SCT, SYNTHEA, Sources, icd10cm, pick, strip_cpt_display
+from derive_sources import (ICD10CM, MII_KARDIO, RXNORM, SCT, SYNTHEA, Sources, icd10cm, pick, sandbox_reasons,
+                            strip_cpt_display)
 
 HERE = Path(__file__).resolve().parent
 CANONICAL = "urn:onc-imaging-cds:terminology:ValueSet:"
@@ -87,6 +88,12 @@ def split(members, include: str, exclusions):
 
 VSAC_CANCER = "input/vocabulary/valueset/external/valueset-2.16.840.1.113762.1.4.1111.161.json"
 VSAC_CANCER_PAGE = "input/vocabulary/valueset/external/ValueSet-2.16.840.1.113883.3.526.3.1010-20200306.json"
+# Applied first to every cancer selection: lesions not known to be malignant, and statements that are not a
+# diagnosis of cancer in this patient (the sandbox's reason list mixes these in).
+NOT_CANCER = [(r"benign|^neoplasm of|uncertain behavio|\bpolyp", "not known to be malignant (benign lesions included)"),
+              (r"screening|family history|declined|no evidence of", "not a diagnosis of cancer in this patient"),
+              (r"history of", "a history statement (see the history value sets)")]
+MALIGNANT = r"malignan|carcinom|sarcoma|cancer|metasta|\bca\b|neoplas|lymphoma|melanoma|leuk|myeloma|chordoma"
 NOT_PRIMARY = [(r"secondary|^metasta(tic|sis)\b.*\bto\b|metastasis of|by separate metastasis|direct extension",
                 "secondary (metastatic) deposit in this site, not a primary cancer of it"),
                (r"lymphoma|leuk(a)?emia|myeloma|plasmacytoma", "haematological malignancy, managed apart"),
@@ -95,12 +102,16 @@ NOT_PRIMARY = [(r"secondary|^metasta(tic|sis)\b.*\bto\b|metastasis of|by separat
 
 
 def cancer_sources(src: Sources):
-    """SNOMED CT members of the two VSAC cancer expansions: the complete one first, then the paged one."""
+    """SNOMED CT members of the VSAC cancer expansions (the complete one first), then the sandbox's reasons."""
     out = []
     for key, path, note in [("qicore2024", VSAC_CANCER, ""),
                             ("dqm2025", VSAC_CANCER_PAGE, " (this file lists the first 1,000 of 7,563 members)")]:
         cite, members = src.vsac(key, path)
         out.append((cite, [m for m in members if m[0] == SCT], note))
+    cite, reasons = sandbox_reasons(src.sandbox)
+    # the sandbox's list holds every kind of order reason: only its cancer terms take part in the rules below
+    out.append((cite, [m for m in reasons if re.search(MALIGNANT, m[2], re.I)],
+                " (among reasons whose display names a malignancy)"))
     return out
 
 
@@ -108,7 +119,7 @@ def site_parts(sources, inc: str, exclusions):
     """split() over each cancer expansion; returns value-set parts and the members left out."""
     parts, dropped, seen = [], [], set()
     for cite, sct, note in sources:
-        kept, left = split(sct, inc, exclusions)
+        kept, left = split(sct, inc, NOT_CANCER + list(exclusions))
         parts.append((cite, kept, "SNOMED CT members whose display matches: " + inc + note))
         dropped += [d for d in left if d[0][1] not in seen and not seen.add(d[0][1])]
     return parts, dropped
@@ -393,6 +404,9 @@ def device_sets(src: Sources) -> None:
         kept, left = split(members, r".", [(r"temporary|emergency", "a temporary pacemaker, removed before discharge")])
         parts.append((cite, kept, "all members, less temporary pacing"))
         dropped += [d for d in left if d not in dropped]
+    sb, sbm = sandbox_reasons(src.sandbox)
+    rule = r"^permanent cardiac pacemaker procedure|reprogramming of cardiac pacemaker"
+    parts.append((sb, split(sbm, rule, [])[0], "reasons whose display matches: " + rule))
     write_valueset("cardiac-device-implantation-procedure", "Pacemaker or ICD implanted (procedure codes)",
                    "Procedures that implant, replace or revise a permanent pacemaker or defibrillator: evidence of a "
                    "device when no Device resource is recorded.", parts, dropped)
@@ -404,7 +418,8 @@ def kidney_and_lab_sets(src: Sources) -> None:
     ce, me = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.526.3.353-20200307.json")
     cd, md = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113883.3.464.1003.103.12.1001-20250115.json")
     cr, mr = src.vsac("dqm2025", q + "ValueSet-2.16.840.1.113762.1.4.1029.333-20240210.json")
-    severe = r"chronic kidney disease stage (4|5)|end stage renal disease|with stage 5 chronic kidney"
+    severe = r"chronic kidney disease stage (4|5)|end.stage renal (disease|failure)|with stage 5 chronic kidney"
+    sb, sbm = sandbox_reasons(src.sandbox)
     write_valueset("ckd-stage-4-5-or-dialysis", "Chronic kidney disease stage 4-5, ESRD or dialysis",
                    "Severe chronic kidney disease: CKD stage 4 and 5, end-stage renal disease and dependence on "
                    "dialysis, including diabetic and hypertensive CKD 4-5. A working kidney transplant is not "
@@ -413,6 +428,7 @@ def kidney_and_lab_sets(src: Sources) -> None:
                    [(c5, m5, "all members"), (ce, me, "all members, less the exclusion"),
                     (cd, split(md, severe, [])[0], "members whose display matches: " + severe),
                     (cr, split(mr, severe, [])[0], "members whose display matches: " + severe),
+                    (sb, split(sbm, severe, [])[0], "reasons whose display matches: " + severe),
                     icd10cm_part(["N18.4", "N18.5", "N18.6", "Z99.2"])],
                    [((SCT, "236436003", "End stage renal failure with renal transplant (disorder)"),
                      "a functioning graft; the latest eGFR decides instead")])
@@ -456,7 +472,11 @@ def staging_sets(src: Sources) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirrors", type=Path, required=True, help="folder holding owner+name/repo git mirrors")
-    src = Sources(parser.parse_args().mirrors)
+    parser.add_argument("--sandbox", type=Path, default=Path("/work/shared/cds-hooks-sandbox/build/app.bundle.js"),
+                        help="the CDS Hooks sandbox build whose reason list is read")
+    args = parser.parse_args()
+    src = Sources(args.mirrors)
+    src.sandbox = args.sandbox
     cancer_sets(src)
     history_and_risk_sets(src)
     treatment_sets(src)

@@ -118,3 +118,17 @@ def pick(members, include: str | None = None, exclude: str | None = None, system
 def strip_cpt_display(members):
     # CPT descriptors are (c) AMA: the knowledge base ships CPT codes without them (docs/knowledge.md).
     return [(s, c, "" if s == CPT else d) for s, c, d in members]
+
+
+SANDBOX = ("cds-hooks/sandbox", "3b7e25546771c6e7fc5e360aa7db6eb64af0b8b6")
+
+
+def sandbox_reasons(bundle: Path) -> tuple[dict, list[tuple[str, str, str]]]:
+    """The SNOMED CT reason list of the CDS Hooks sandbox, read from its built bundle (SOURCE.md there)."""
+    text = bundle.read_text(encoding="utf-8")
+    found = re.findall(r'\{"code":"(\d+)","display":"([^"]*)","system":"http://snomed\.info/sct"\}', text)
+    members = sorted({(SCT, code, display.replace("\\'", "'")) for code, display in found})
+    repo, commit = SANDBOX
+    cite = {"repository": repo, "commit": commit, "title": "CDS Hooks sandbox PAMA reason codes",
+            "path": "src/assets/pama-reason-codes.json (read in the build of that commit, build/app.bundle.js)"}
+    return cite, members
