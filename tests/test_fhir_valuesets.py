@@ -136,6 +136,7 @@ def test_kidney_stage_and_device_evidence():
     assert {(ICD10CM, "N18.4"), (SCT, "721000119107"), (SCT, "433146000")} <= ckd   # incl. diabetic CKD 4
     assert (SCT, "236436003") not in ckd and (ICD10CM, "I12.9") not in ckd        # graft; "stage 1-4"
     assert (SCT, "423121009") in vs("stage-iv-cancer-condition").codes()           # NSCLC, TNM stage 4
+    assert (SCT, "2640006") in vs("stage-iv-or-m1").codes()   # what Synthea writes as the 21908-9 value
     implanted = vs("cardiac-device-implantation-procedure")
     assert (SCT, "307280005") in implanted.codes()
     assert not [d for _, _, d in implanted.members if "temporary" in d.lower()]

@@ -466,7 +466,10 @@ def staging_sets(src: Sources) -> None:
                     (d2, pick(dm2, codes={"111501"}), "stage IV only"),
                     synthea("src/main/resources/modules/breast_cancer/tnm_diagnosis.json",
                             "1bdd4a1ac3dfc2432c7527747fc4f781ba344f51", syn,
-                            "value_code of the M1 observation (LOINC 21907-1)")])
+                            "value_code of the M1 observation (LOINC 21907-1)"),
+                    synthea("src/main/resources/modules/breast_cancer.json", "1b78132516b24c256c5d929ce27bda5660dffabd",
+                            [(SCT, "2640006", "Clinical stage IV (finding)")],
+                            "value_code of the 'Stage IV' observation (LOINC 21908-9)")])
 
 
 def main() -> None:
