@@ -85,6 +85,13 @@ def test_history_of_breast_cancer_is_not_family_history_or_risk():
     assert not risk & (history | vs("breast-cancer-primary").codes())
 
 
+def test_mastectomy_status_is_not_cancer_and_only_bilateral_removes_both_breasts():
+    bilateral = vs("bilateral-mastectomy-status").codes()
+    assert {(ICD10CM, "Z90.13"), (SCT, "428529004"), (SCT, "726636007")} <= bilateral
+    assert (ICD10CM, "Z90.12") not in bilateral and (SCT, "1279986002") not in bilateral   # one side; nipples only
+    assert (SCT, "428540007") in vs("breast-cancer-risk-not-cancer").codes()   # "History of mastectomy"
+
+
 def test_rectal_cancer_holds_no_anal_cancer():
     rectal, anal = vs("rectal-cancer"), vs("anal-cancer")
     codes = rectal.codes()
@@ -93,6 +100,8 @@ def test_rectal_cancer_holds_no_anal_cancer():
     assert (ICD10CM, "C21.1") in anal.codes()
     assert not any(code.startswith("C21") or code.startswith("Z85.04") for _, code in codes)
     assert (ICD10CM, "Z85.048") in vs("rectal-or-anal-cancer-history").codes()
+    assert vs("rectal-cancer-history").codes() == {(SCT, "429084005"), (SCT, "10987871000119109"),
+                                                   (SCT, "1204448006")}   # rectum / rectosigmoid only
     assert any(code == "187760008" for _, code, _, _ in rectal.excluded)   # rectum + anus together
 
 

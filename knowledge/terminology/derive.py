@@ -87,6 +87,7 @@ def split(members, include: str, exclusions):
 
 
 VSAC_CANCER = "input/vocabulary/valueset/external/valueset-2.16.840.1.113762.1.4.1111.161.json"
+VSAC_COLON = "input/vocabulary/valueset/external/ValueSet-2.16.840.1.113883.3.464.1003.108.12.1001-20240112.json"
 VSAC_CANCER_PAGE = "input/vocabulary/valueset/external/ValueSet-2.16.840.1.113883.3.526.3.1010-20200306.json"
 # Applied first to every cancer selection: lesions not known to be malignant, and statements that are not a
 # diagnosis of cancer in this patient (the sandbox's reason list mixes these in).
@@ -138,11 +139,14 @@ def cancer_sets(src: Sources) -> None:
                    [*kept, icd10cm_part(["C50"])], dropped)
 
     inc = r"rectum|rectal|rectosigmoid|anorect"
-    kept, dropped = site_parts(sources, inc, NOT_PRIMARY[:2] + NOT_PRIMARY[3:] + [
+    colon_cite, colon = src.vsac("dqm2025", VSAC_COLON)
+    kept, dropped = site_parts(sources + [(colon_cite, [m for m in colon if m[0] == SCT], "")], inc,
+                               NOT_PRIMARY[:2] + NOT_PRIMARY[3:] + [
         (r"anus|anal|anorect", "includes the anus or anal canal (anal cancer is not rectal cancer)"),
         (r"rectouterine|rectovaginal|rectovesical|pararectal", "a structure next to the rectum, not the rectum"),
         (r"colon and/or rectum|colon and rectum|colorectal", "may be a colon cancer"),
-        (r"melanoma|carcinoid|neuroendocrine|sarcoma|mesenchymal", "non-adenocarcinoma histology managed apart")])
+        (r"melanoma|carcinoid|neuroendocrine|sarcoma|mesenchymal|stromal", "non-adenocarcinoma histology managed "
+                                                                             "apart")])
     write_valueset("rectal-cancer", "Malignant neoplasm of rectum or rectosigmoid junction",
                    "Rectal cancer; ICD-10-CM C20 (rectum) and C19 (rectosigmoid junction, included on purpose: "
                    "staged and followed as rectal cancer). Anal cancer (C21) is excluded; see anal-cancer.",
@@ -253,23 +257,42 @@ def synthea(path: str, commit: str, members, selection: str):
 
 def history_and_risk_sets(src: Sources) -> None:
     dcite, dmembers = src.dicom_cid("input/fsh/ValueSet-dicom-cid-6051-BreastProcedureReason.fsh")
+    sb, reasons = sandbox_reasons(src.sandbox)
     write_valueset("breast-cancer-history", "Personal history of breast cancer",
                    "A personal history of breast cancer. Family history and acquired absence of breast are not "
                    "evidence of a cancer and are excluded (see breast-cancer-risk-not-cancer).",
-                   [icd10cm_part(["Z85.3"]), (dcite, pick(dmembers, codes={"415076002"}),
-                                              "SNOMED CT 415076002 only")],
+                   [icd10cm_part(["Z85.3"]), (dcite, pick(dmembers, codes={"415076002"}), "SNOMED CT 415076002 only"),
+                    (sb, pick(reasons, codes={"415076002"}), "SNOMED CT 415076002 only")],
                    [((SCT, "429740004", "Family history of malignant neoplasm of breast (situation)"),
-                     "FAMILY history (display as used in the MII molecular-genetics IG examples), not the "
-                     "patient's own cancer")])
+                     "FAMILY history (so displayed in the sandbox's own list), not the patient's own cancer")])
+    q = "input/vocabulary/valueset/external/ValueSet-2.16.840.1.113883.3.464.1003.198.12."
+    status = [src.vsac("dqm2025", q + v) for v in ("1068-20171219.json", "1069-20171216.json", "1070-20171216.json",
+                                                  "1071-20240112.json")]
     write_valueset("breast-cancer-risk-not-cancer", "Breast cancer risk or mastectomy status (not cancer)",
-                   "Genetic susceptibility (BRCA), family history, and acquired absence of breast. None of these is "
-                   "evidence that the patient had breast cancer: a carrier after risk-reducing mastectomy has them.",
-                   [icd10cm_part(["Z15.01", "Z80.3", "Z90.1"])])
+                   "Genetic susceptibility (BRCA), family history, acquired absence of breast and history of "
+                   "(prophylactic) mastectomy. None of these is evidence that the patient had breast cancer: a "
+                   "carrier after risk-reducing mastectomy has them.",
+                   [icd10cm_part(["Z15.01", "Z80.3", "Z90.1"]), *[(c, m, "all members") for c, m in status],
+                    (sb, pick(reasons, codes={"428540007", "429740004"}), "history of mastectomy; family history")])
+    bilateral = src.vsac("dqm2025", q.replace("12.", "12.") + "1005-20240105.json")
+    write_valueset("bilateral-mastectomy-status", "Both breasts removed (no breast left to image)",
+                   "History of bilateral mastectomy and bilateral mastectomy procedures: mammography has no breast "
+                   "to image. Excision of both nipples alone is not a mastectomy.",
+                   [(*status[0], "all members"), (*bilateral, "all members, less the exclusion")],
+                   [((SCT, "1279986002", "Excision of bilateral nipples (procedure)"), "nipples only, breasts remain")])
+    colon_cite, colon = src.vsac("dqm2025", VSAC_COLON)
+    rule = r"^history of .*(rectum|rectosigmoid)"
+    write_valueset("rectal-cancer-history", "History of rectal or rectosigmoid cancer (SNOMED CT)",
+                   "History codes that name the rectum or rectosigmoid junction (unlike ICD-10-CM Z85.048, which "
+                   "includes the anus).", [(colon_cite, split(colon, rule, [])[0], "members matching: " + rule)])
     write_valueset("rectal-or-anal-cancer-history", "History of rectal, rectosigmoid or anal cancer (ambiguous)",
                    "ICD-10-CM Z85.04x does not tell rectum from anus: Z85.048 means rectum, rectosigmoid junction "
                    "or anus. A rectal scenario needs a second fact (a rectal cancer code, a rectal resection, or "
                    "pelvic radiotherapy for rectal cancer) before it may rely on these.",
                    [icd10cm_part(["Z85.04"])])
+    write_valueset("cervical-cancer-history", "History of cervical cancer",
+                   "Personal history of cervical cancer.",
+                   [icd10cm_part(["Z85.41"]), (sb, pick(reasons, codes={"429484003"}), "SNOMED CT 429484003 only")])
 
 
 CHEMO_NOT_ONCOLOGY = [
