@@ -146,11 +146,10 @@ def _has_alternative(case_id: str, scenario_id: str) -> bool:
     pain in a breast cancer survivor) or nothing to prefer (mammography after bilateral mastectomy)
     gets only the rating: say less when unsure (docs/clinical-scenarios.md)."""
     from cds_service.chart.facts import Code
-    from cds_service.reasoning.selection import scenario_procedure_ids
 
     kb = load_knowledge()
     scenario = next(s for s in kb.scenarios if s.id == scenario_id)
     codes = tuple(Code(c["system"], c["code"]) for order in _orders_of_cases()[case_id].values()
                   for c in order.get("code", {}).get("coding", []) if c.get("system") and c.get("code"))
-    named = {p.id for p in kb.procedures_for(codes)} & scenario_procedure_ids(scenario)
+    named = {p.id for p in kb.procedures_for(codes)} & set(kb.compiled.procedures_of[scenario.id])
     return bool(named) and bool(scenario.preferred)
