@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from cds_service.audit.records import patient_hash
+from cds_service.audit.records import instance_name, patient_hash
 from cds_service.cards.response import RatedOrder, build_response
 from cds_service.chart.extract import extract_chart_facts
 from cds_service.chart.facts import DraftOrder
 from cds_service.chart.orders import read_draft_orders
 from cds_service.config import Settings
-from cds_service.errors import InvalidRequest, PrefetchUnavailable, Unauthorized
+from cds_service.errors import PrefetchUnavailable, Unauthorized
 from cds_service.ehr.fhir_client import FhirClient
 from cds_service.kb.model import Knowledge, normalise_code
 from cds_service.observability import Metrics
 from cds_service.ehr.prefetch_completion import complete_prefetch
 from cds_service.hooks.prefetch import find_missing_prefetch
 from cds_service.hooks.request import HookRequest, parse_hook_request
-from cds_service.hooks.schemas import problems
+from cds_service.hooks.feedback import parse_feedback
 from cds_service.hooks.services import ServiceDefinition
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
 from cds_service.reasoning.engine import assess_orders
@@ -46,7 +46,6 @@ class DecisionService:
     store: Store
     fhir_client: FhirClient
     metrics: Metrics
-    instance: str
     audit_key: bytes
 
     def decide(self, service: ServiceDefinition, body: Any, *, today: date | None = None,
@@ -98,11 +97,9 @@ class DecisionService:
         return normalise_code(system, code) in self.knowledge.code_index
 
     def record_feedback(self, service: ServiceDefinition, body: Any) -> int:
-        found = problems("feedback", body) if isinstance(body, dict) else ["(body): must be a JSON object"]
-        if found:
-            raise InvalidRequest("invalid CDS Hooks feedback", details=found)
-        stored = self.store.record_feedback(service.id, body["feedback"])
-        for entry in body["feedback"]:
+        entries = parse_feedback(body)
+        stored = self.store.record_feedback(service.id, entries)
+        for entry in entries:
             self.metrics.count_feedback(service.id, entry["outcome"])
         log.info("feedback stored", extra={"service_id": service.id, "cards": stored})
         return stored
@@ -157,7 +154,7 @@ class DecisionService:
                     )
                     for c in item.cards
                 ),
-                instance=self.instance,
+                instance=instance_name(),  # the worker's pid: the app is built before gunicorn forks
             ))
         # One transaction for all orders of the call (and its JWT jti): ten orders are one commit.
         replay.record_with(records)

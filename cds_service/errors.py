@@ -59,3 +59,14 @@ class FhirFetchFailed(PrefetchUnavailable):
     """A FHIR server on the allow-list could not deliver the data (timeout, error status, bad body)."""
 
     code = "fhir-fetch-failed"
+
+
+class ServiceUnavailable(CdsError):
+    """Something the service depends on (its database) cannot serve now; retry after ``retry_after`` s."""
+
+    status = 503
+    code = "service-unavailable"
+
+    def __init__(self, message: str = "", *, retry_after: int = 5, details: list[str] | None = None):
+        super().__init__(message, details=details)
+        self.retry_after = retry_after

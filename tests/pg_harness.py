@@ -127,10 +127,7 @@ class TemporaryCluster:
                               "-E", "UTF8", "--locale=C", "--no-sync"), "initdb")
         for attempt in range(5):  # the free port may be taken between probe and bind
             self.port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
-                       "-c max_connections=100 -c shared_buffers=32MB")
-            proc = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
-                             "-w", "-t", "60", "start")
+            proc = self._pg_ctl_start()
             if proc.returncode == 0:
                 self.started = True
                 break
@@ -139,6 +136,19 @@ class TemporaryCluster:
             time.sleep(0.2)
         self._create_database()
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
+                   "-c max_connections=100 -c shared_buffers=32MB")
+        return self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), keeping its data for :meth:`resume`."""
+        self._check(self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60), "pg_ctl stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port."""
+        self._check(self._pg_ctl_start(), "pg_ctl start")
 
     def _create_database(self) -> None:
         import psycopg

@@ -696,3 +696,17 @@ def test_verifier_refuses_empty_or_duplicate_issuer_lists():
     issuer = TrustedIssuer(REMOTE_ISS, jwks_url="https://ehr.example.org/jwks.json")
     with pytest.raises(ValueError, match="listed twice"):
         JwtVerifier([issuer, issuer], replay_cache=MemoryReplayCache())
+
+
+@pytest.mark.parametrize("header", ["c2stbGl2ZS1hcGkta2V5LTEyMzQ1Njc4OTAtc2VjcmV0LXZhbHVlLXRoYXQtaXMtbG9uZw",
+                                    "Basic dXNlcjpzM2NyZXQ=", "ApiKey sk_live_0123456789abcdef", "s3cretpassword"])
+def test_a_non_bearer_authorization_value_is_never_in_the_refusal_or_the_log(verifier, header, caplog):
+    # The refusal's message is what the web layer logs: it must name no part of the value,
+    # which may be a password or an API key sent to the wrong place (issue 13).
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(Unauthorized) as refusal:
+        verifier.verify(header, AUDIENCE)
+    words = {word for word in header.replace("=", " ").split() if len(word) >= 4}
+    for word in words | {header}:
+        assert word not in refusal.value.message
+        assert word not in caplog.text

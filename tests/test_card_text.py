@@ -41,7 +41,7 @@ def results():
 def _orders_of_cases() -> dict[str, dict[str, dict]]:
     """case id → order id → the draft ServiceRequest as the case sends it."""
     orders: dict[str, dict[str, dict]] = {}
-    for path in (FIXTURES / "cases").glob("*.json"):
+    for path in [*(FIXTURES / "cases").glob("*.json"), *(FIXTURES / "realworld" / "cases").glob("*.json")]:
         case = json.loads(path.read_text(encoding="utf-8"))
         entries = case["request"]["context"].get("draftOrders", {}).get("entry", [])
         orders[path.stem] = {e["resource"].get("id"): e["resource"] for e in entries if "resource" in e}
@@ -135,6 +135,21 @@ def test_low_value_scans_offer_a_labelled_cancel_and_no_criteria_apply_is_always
                     assert "Cancel this order" in suggestion["label"], suggestion["label"]
                     assert card["summary"].startswith("Low-value scan"), card["summary"]
         unrated = [r for r in replay.ratings(response).values() if r.get("pama") == "no-criteria-apply"]
-        if unrated:
+        if unrated and any(_has_alternative(result.case, r["scenario"]) for r in unrated):
             assert response["cards"], f"{result.case} [{result.mode}]: no-criteria-apply without a card"
     assert cancels > 0
+
+
+def _has_alternative(case_id: str, scenario_id: str) -> bool:
+    """Whether the scenario names the ordered study and prefers some study: then "no criteria apply"
+    must come with a card naming it. A study outside the scenario's question (a CT for abdominal
+    pain in a breast cancer survivor) or nothing to prefer (mammography after bilateral mastectomy)
+    gets only the rating: say less when unsure (docs/clinical-scenarios.md)."""
+    from cds_service.chart.facts import Code
+
+    kb = load_knowledge()
+    scenario = next(s for s in kb.scenarios if s.id == scenario_id)
+    codes = tuple(Code(c["system"], c["code"]) for order in _orders_of_cases()[case_id].values()
+                  for c in order.get("code", {}).get("coding", []) if c.get("system") and c.get("code"))
+    named = {p.id for p in kb.procedures_for(codes)} & set(kb.compiled.procedures_of[scenario.id])
+    return bool(named) and bool(scenario.preferred)

@@ -247,3 +247,29 @@ def test_a_radiotherapy_course_under_way_is_recent_treatment_however_long_ago_it
     finished = radiotherapy(id="rt-old", performed=None, period=("2023-12-01", "2024-01-20"), status="completed")
     assert holds({"procedure": "radiotherapy", "within_days": 30}, facts(ongoing))
     assert not holds({"procedure": "radiotherapy", "within_days": 30}, facts(finished))
+
+
+def test_a_chart_naming_hundreds_of_made_up_units_costs_a_bounded_number_of_parses(monkeypatch):
+    """Units come from the chart and each new one is a parse: after a few that do not convert, a
+    series (or a criterion) stops trying new ones and claims nothing from them."""
+    from cds_service.chart import units
+
+    parsed: list[str] = []
+    real_quantity = units._quantity
+    monkeypatch.setattr(units, "_quantity", lambda unit: parsed.append(unit) or real_quantity(unit))
+    points = [scc_antigen(f"s{i}", 1.0 + i, f"2024-0{1 + i % 4}-{10 + i % 15:02d}", unit=f"zz{i}/mL")
+              for i in range(200)]
+    points.append(scc_antigen("last", 9.0, "2024-05-30", unit="ng/mL"))
+    chart = facts(*points)
+    assert not evaluate({"marker_trend": "scc"}, chart, KB).holds  # nothing comparable: no trend claimed
+    evaluate({"observation": "scc", "value_above": 2, "unit": "ug/L"}, chart, KB)
+    made_up = {u for u in parsed if u.startswith("zz")}
+    assert len(made_up) <= 2 * units.MAX_FAILED_UNITS
+    assert units.convert(1.0, "(" * 12 + "ng" + ")" * 12 + "/mL", "ng/mL") is None  # nested: not parsed
+
+
+def test_a_few_inconvertible_units_do_not_stop_the_real_ones_from_being_compared():
+    points = [scc_antigen(f"s{i}", 50.0, f"2024-03-{10 + i:02d}", unit=f"zz{i}/mL") for i in range(3)]
+    points.append(scc_antigen("last", 9.0, "2024-05-30", unit="ng/mL"))
+    bounded = evaluate({"observation": "scc", "value_above": 2, "unit": "ug/L"}, facts(*points), KB)
+    assert [e.fact.source for e in bounded.evidence] == ["Observation/last"]

@@ -64,6 +64,24 @@ def test_production_server_answers_hooks_and_serves_metrics(gunicorn_server):
     assert 'cds_ratings_total{rating="usually-not-appropriate",service="onc-imaging-order-select"} 3.0' in metrics
 
 
+def test_decisions_record_the_worker_that_decided_not_the_master(gunicorn_server, tmp_path):
+    # The app is built in the master (preload_app) and forked: an instance name taken at build
+    # time would name the master's pid in every decision (issue 13).
+    answer = requests.post(f"{gunicorn_server}/cds-services/{SELECT_ID}",
+                           json=order_select(BONE_SCAN, [BREAST_HISTORY]), timeout=10)
+    assert answer.status_code == 200
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
+        instances = {row[0] for row in db.execute("SELECT instance FROM decisions")}
+    assert len(instances) == 1
+    pid = int(instances.pop().rsplit(":", 1)[1])
+    status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    master = int(status["PPid"])
+    assert master != os.getpid(), "the recorded pid is gunicorn's master (our child), not its worker"
+    assert "gunicorn" in open(f"/proc/{master}/cmdline").read()
+
+
 @pytest.fixture
 def restore_gc_thresholds():
     saved = gc.get_threshold()

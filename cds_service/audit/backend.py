@@ -12,6 +12,18 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
+class DatabaseUnavailable(Exception):
+    """The database cannot do what was asked now (down, locked too long, read-only, full).
+
+    A fault of the surroundings, not of the request: the web layer answers 503 with
+    ``reason`` and ``Retry-After``. The connection that met it has been discarded.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def utc(value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"expected a datetime, got {type(value).__name__}")
@@ -79,6 +91,10 @@ class Backend:
 
     def reusable(self, conn: Any) -> bool:
         return True
+
+    def fault_reason(self, error: BaseException) -> str | None:
+        """What ``error`` says about the database's state (``None``: not a database fault)."""
+        return None
 
     def broken(self, conn: Any) -> bool:
         return False

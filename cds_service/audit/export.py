@@ -48,7 +48,9 @@ class _CsvOut:
             return "true" if value else "false"
         if isinstance(value, (list, dict)):
             return json.dumps(value, ensure_ascii=False)
-        if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # Spreadsheets ignore leading blanks and line breaks before a formula sign.
+        if isinstance(value, str) and (value.startswith(_FORMULA_START)
+                                       or value.lstrip(" \t\r\n\f\v").startswith(_FORMULA_START)):
             return "'" + value
         return value
 

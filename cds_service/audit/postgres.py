@@ -8,6 +8,8 @@ from typing import Any, Iterator
 from cds_service.audit.backend import Backend
 
 _PG_CONNECT_TIMEOUT_S = 5
+#: A statement waiting longer than this for a row or table lock fails (and the call answers 503).
+_PG_LOCK_TIMEOUT = "2s"
 
 
 _PG_SCHEMA_LOCK = 0x0C05_A0D1  # pg_advisory_xact_lock key serialising init_schema
@@ -32,8 +34,25 @@ class PostgresBackend(Backend):
 
     def connect(self) -> Any:
         conn = self._psycopg.connect(self.url, autocommit=True, **self.connect_kwargs)
-        conn.execute("SET TIME ZONE 'UTC'")
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute(f"SET lock_timeout = '{_PG_LOCK_TIMEOUT}'")
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def fault_reason(self, error: BaseException) -> str | None:
+        errors = self._psycopg.errors
+        if isinstance(error, (errors.ReadOnlySqlTransaction, errors.AdminShutdown, errors.CannotConnectNow)):
+            return "database is read-only or shutting down"
+        if isinstance(error, (errors.DiskFull, errors.InsufficientResources, errors.OutOfMemory)):
+            return "database or disk is full"
+        if isinstance(error, (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)):
+            return "database is locked by another connection"
+        if isinstance(error, (self._psycopg.OperationalError, self._psycopg.InterfaceError)):
+            return "database unavailable"
+        return None
 
     @contextmanager
     def transaction(self, conn: Any, *, durable: bool, schema_lock: bool, readonly: bool) -> Iterator[None]:

@@ -11,7 +11,22 @@ from typing import Iterator
 
 from cds_service.audit.backend import Backend
 
-_SQLITE_BUSY_TIMEOUT_S = 10.0
+#: How long a write waits for another connection's lock before the call answers 503. Writes here
+#: take microseconds to milliseconds: waiting longer only holds the EHR's request (issue 13).
+_SQLITE_BUSY_TIMEOUT_S = 2.0
+
+#: SQLite primary result codes that describe the database's state, not a bug (sqlite.org/rescode.html).
+_FAULTS = {
+    "SQLITE_BUSY": "database is locked by another connection",
+    "SQLITE_LOCKED": "database is locked by another connection",
+    "SQLITE_READONLY": "database is read-only",
+    "SQLITE_FULL": "database or disk is full",
+    "SQLITE_CANTOPEN": "database file cannot be opened",
+    "SQLITE_IOERR": "disk I/O error on the database",
+    "SQLITE_PERM": "no permission to write the database",
+    "SQLITE_NOTADB": "database file is damaged",
+    "SQLITE_CORRUPT": "database file is damaged",
+}
 
 
 class SqliteBackend(Backend):
@@ -59,6 +74,18 @@ class SqliteBackend(Backend):
                 delay = min(delay * 2, 0.1)
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch {self.path} to WAL mode (got {mode!r})")
+
+    def fault_reason(self, error: BaseException) -> str | None:
+        if isinstance(error, OSError):  # creating the file (directory not writable, disk full)
+            return f"database file cannot be created ({error.strerror or type(error).__name__})"
+        if not isinstance(error, sqlite3.DatabaseError):
+            return None
+        name = getattr(error, "sqlite_errorname", "") or ""
+        primary = name.split("_")[:2]
+        reason = _FAULTS.get(name) or _FAULTS.get("_".join(primary))
+        if reason is None and isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            reason = _FAULTS["SQLITE_BUSY"]  # e.g. the WAL switch giving up
+        return reason
 
     def reusable(self, conn: sqlite3.Connection) -> bool:
         return not conn.in_transaction  # a failed COMMIT may leave one open: do not pool it

@@ -63,19 +63,20 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from cds_service.audit.backend import Backend, Tx, utc
+from cds_service.audit.backend import Backend, DatabaseUnavailable, Tx, utc
 from cds_service.audit.export import check_export_request, write_export
 from cds_service.audit.postgres import PostgresBackend
 from cds_service.audit.records import CardRecord, DecisionRecord, instance_name
 from cds_service.audit.schema import COLUMN_TYPES, MIGRATIONS, SCHEMA_VERSION
 from cds_service.audit.sqlite import SqliteBackend
 
-__all__ = ["Store", "CardRecord", "DecisionRecord", "ReplayedToken", "SCHEMA_VERSION"]
+__all__ = ["Store", "CardRecord", "DecisionRecord", "DatabaseUnavailable", "ReplayedToken", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
 _PATIENT_HASH = re.compile(r"^[0-9a-f]{64}$")
 _AUDIT_KEY_NAME = "audit_key"
+_PROBE_NAME = "write_probe"  # rewritten by every readiness check
 _JTI_PURGE_INTERVAL_S = 60.0
 _MAX_IDLE_CONNECTIONS = 8
 _URL_HELP = "expected sqlite:///path/to.db (relative), sqlite:////abs/path.db or postgresql://user@host:port/db"
@@ -215,31 +216,46 @@ class Store:
         Retry: only when a connection taken from the pool turns out to be broken. If it broke
         during COMMIT the first attempt may have been applied: feedback then deduplicates, a
         decision may be stored twice, and a jti may be reported as seen (one token refused).
+
+        A database fault (down, locked past the timeout, read-only, full) raises
+        :class:`DatabaseUnavailable`; the connection and the idle pool are discarded, since a
+        connection opened during the fault (a SQLite file opened read-only) keeps it after the
+        fault clears. The next call opens a fresh connection: recovery needs nothing else.
         """
         for attempt in (1, 2):
-            conn, reused = self._acquire()
+            conn, reused = None, False
             try:
+                conn, reused = self._acquire()
                 with self._backend.transaction(conn, durable=durable, schema_lock=schema_lock,
                                                readonly=readonly):
                     result = fn(Tx(conn, self._backend))
-            except self._backend.disconnect_errors:
-                if retry and reused and attempt == 1 and self._backend.broken(conn):
+            except BaseException as error:
+                if (isinstance(error, self._backend.disconnect_errors) and retry and reused
+                        and attempt == 1 and self._backend.broken(conn)):
                     # A pooled connection died while idle: its siblings probably did too.
-                    self._close_quietly(conn)
-                    with self._lock:
-                        stale, self._idle = self._idle, []
-                    for other in stale:
-                        self._close_quietly(other)
+                    self._discard(conn)
                     log.warning("database connection lost; retrying on a new connection")
                     continue
-                self._release(conn)
-                raise
-            except BaseException:
-                self._release(conn)
-                raise
+                reason = self._backend.fault_reason(error)
+                if reason is None:
+                    if conn is not None:
+                        self._release(conn)
+                    raise
+                self._discard(conn)
+                log.warning("database unavailable: %s", reason, extra={"error": type(error).__name__})
+                raise DatabaseUnavailable(reason) from error
             self._release(conn)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _discard(self, conn: Any) -> None:
+        """Close ``conn`` (may be None) and every idle connection."""
+        if conn is not None:
+            self._close_quietly(conn)
+        with self._lock:
+            stale, self._idle = self._idle, []
+        for other in stale:
+            self._close_quietly(other)
 
     # ---------------------------------------------------------------- schema
 
@@ -415,6 +431,26 @@ class Store:
         except Exception as exc:
             log.warning("database ping failed: %s", type(exc).__name__)
             return False
+
+    def write_problem(self) -> str | None:
+        """Why the database cannot take a write now (``None``: it can), by committing one.
+
+        ``SELECT 1`` succeeds on a read-only, full or write-locked database; readiness must
+        fail there, since every hook call writes its decisions. One row in ``meta`` is
+        rewritten (one small page, no fsync on SQLite).
+        """
+        def probe(tx: Tx) -> None:
+            tx.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                       "SET value = excluded.value", (_PROBE_NAME, datetime.now(timezone.utc).isoformat()))
+
+        try:
+            self._run(probe)
+        except DatabaseUnavailable as fault:
+            return fault.reason
+        except Exception as exc:  # not a known fault: still not ready, say what kind
+            log.warning("database write probe failed: %s", type(exc).__name__)
+            return f"database write failed ({type(exc).__name__})"
+        return None
 
     def close_idle_connections(self) -> None:
         """Close pooled connections (before forking workers); the store stays usable."""

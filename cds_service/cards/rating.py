@@ -44,7 +44,11 @@ def _json_copy(value: Any) -> Any:
 def with_extensions(resource: dict, extensions: list[dict]) -> dict:
     """A copy of ``resource`` whose earlier PAMA extensions are replaced by ``extensions``."""
     updated = _json_copy(resource)
-    kept = [e for e in updated.get("extension") or [] if not (isinstance(e, dict) and e.get("url") in codes.PAMA_EXTENSIONS)]
+    earlier = updated.get("extension")
+    # An ``extension`` that is not an array of objects is not FHIR: it is left out of the answer
+    # (the chart reader noted it), never iterated (a string would become one item per character).
+    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    kept = [e for e in earlier if e.get("url") not in codes.PAMA_EXTENSIONS]
     updated["extension"] = kept + extensions
     return updated
 

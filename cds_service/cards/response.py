@@ -168,12 +168,16 @@ def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explai
     return None
 
 
-def _unrated_advice(assessment: OrderAssessment, ordered: str, phrase: str) -> _Advice:
-    """A study the recognised scenario does not rate: say so, and name the study it does prefer."""
-    instead = assessment.recommended or preferred_study(assessment)
+def _unrated_advice(assessment: OrderAssessment, ordered: str, phrase: str) -> _Advice | None:
+    """A study the recognised scenario does not rate: say so, and name the study it does prefer.
+
+    Nothing to offer, or a study outside the scenario's question (a CT for abdominal pain in a
+    breast cancer survivor, mammography after bilateral mastectomy): no card; the rating action
+    still says "no criteria apply" (say less when unsure, docs/clinical-scenarios.md).
+    """
+    instead = assessment.recommended or (preferred_study(assessment) if assessment.study_in_scenario else None)
     if instead is None:
-        return _Advice("info", (f"{ordered} is not rated for {phrase}; see the scenario's ratings",
-                                f"{ordered} is not rated for this scenario; see its ratings"))
+        return None
     name = instead.procedure.name
     return _Advice("info", (f"{ordered} is not rated for {phrase}; {name} is the Usually Appropriate study",
                             f"{ordered} is not rated here; {name} is the Usually Appropriate study",

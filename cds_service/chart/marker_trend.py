@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from cds_service.chart.facts import ClinicalFact, MarkerTrend
-from cds_service.chart.units import convert, unit_of
+from cds_service.chart.units import Converter, unit_of
 
 def extract_tumour_marker_trend(
     facts: Iterable[ClinicalFact],
@@ -92,13 +92,14 @@ def _same_unit_as_latest(points: list[ClinicalFact]) -> list[ClinicalFact]:
     if latest is None:
         return points
     target = unit_of(latest.ucum, latest.unit)
+    converter = Converter()
     kept = []
     for point in points:
         unit = unit_of(point.ucum, point.unit)
         if unit is None or point.value is None or unit == target:
             kept.append(point)
             continue
-        value = convert(point.value, unit, target)
+        value = converter.convert(point.value, unit, target)
         if value is None and point.unit is not None and point.unit.strip().lower() == (latest.unit or "").strip().lower():
             value = point.value  # the same unit text in another case ("ng/ml"): as before, the same unit
         if value is not None:

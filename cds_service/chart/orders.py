@@ -165,6 +165,9 @@ def _names_of(resource_type: Any, resource_id: str | None, full_url: Any) -> set
 def _read_service_request(resource: dict, resource_id: str | None, where: str,
                           notes: list[str]) -> DraftOrder | None:
     label = f"{where} (ServiceRequest/{resource_id})" if resource_id else where
+    extension = resource.get("extension")
+    if extension is not None and not (isinstance(extension, list) and all(isinstance(e, dict) for e in extension)):
+        notes.append(f"{label}: malformed extension left out of the rating action")
     code = resource.get("code")
     if code is not None and (not isinstance(code, dict) or _shape_errors(code)):
         notes.append(f"{label}: skipped, ServiceRequest.code is malformed")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,25 @@ def convert(value: float, from_unit: str | None, to_unit: str | None) -> float |
     return None if factor is None else value * factor
 
 
-@lru_cache(maxsize=1024)  # a chart repeats a handful of units; the parse costs milliseconds
+#: (from, to) → factor or None, as worked out; a chart repeats a handful of units and a parse costs
+#: milliseconds. Bounded: emptied when full (the units come from requests).
+_factors: dict[tuple[str, str], float | None] = {}
+_MAX_REMEMBERED = 1024
+
+
 def conversion_factor(from_unit: str, to_unit: str) -> float | None:
     """The number that turns a value in ``from_unit`` into ``to_unit``, or ``None`` (not comparable)."""
+    key = (from_unit, to_unit)
+    if key in _factors:
+        return _factors[key]
+    factor = _factor(from_unit, to_unit)
+    if len(_factors) >= _MAX_REMEMBERED:
+        _factors.clear()
+    _factors[key] = factor
+    return factor
+
+
+def _factor(from_unit: str, to_unit: str) -> float | None:
     source, target = _quantity(from_unit), _quantity(to_unit)
     if source is None or target is None:
         return None
@@ -67,7 +82,46 @@ def conversion_factor(from_unit: str, to_unit: str) -> float | None:
     return float(f"{factor:.12g}")
 
 
+#: Real units are short ("mL/min/{1.73_m2}" is 16 characters) and lab units need no parentheses;
+#: the parser's time grows steeply with length and nesting (a 40-character nest takes ~80 ms), so
+#: other texts from a chart are not parsed at all (not comparable). Worst case left: ~15 ms a unit.
+MAX_UNIT_LENGTH = 24
+#: Units one series or one criterion may fail to convert before it stops trying new ones.
+MAX_FAILED_UNITS = 8
+
+
+class Converter:
+    """:func:`convert` with a bound on the parsing spent on units that turn out not comparable.
+
+    Units arrive from the chart, so a hostile one could name hundreds of made-up units, each a
+    parse that fails slowly; after ``max_failures`` of them, further units that are not already
+    known to convert are not comparable. Units that convert cost one quick parse each, once per
+    process (cached), and are never refused.
+    """
+
+    def __init__(self, max_failures: int = MAX_FAILED_UNITS) -> None:
+        self.max_failures = max_failures
+        self.failures = 0
+
+    def convert(self, value: float, from_unit: str | None, to_unit: str | None) -> float | None:
+        if self.failures >= self.max_failures and not _known(from_unit, to_unit):
+            return None
+        result = convert(value, from_unit, to_unit)
+        if result is None:
+            self.failures += 1
+        return result
+
+
+def _known(from_unit: str | None, to_unit: str | None) -> bool:
+    """Whether converting these units costs nothing: the same text, or a pair already worked out."""
+    if from_unit is None or to_unit is None or from_unit.strip() == to_unit.strip():
+        return True
+    return (from_unit.strip(), to_unit.strip()) in _factors
+
+
 def _quantity(unit: str) -> Any:
+    if len(unit) > MAX_UNIT_LENGTH or "(" in unit:
+        return None
     text = unit.replace("µ", "u").replace("μ", "u")
     registry = _get_registry()
     try:

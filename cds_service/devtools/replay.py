@@ -10,6 +10,8 @@ Each case runs in each of its modes:
 
 * ``prefetch`` — the runner fills the prefetch from the FHIR server, rendering the discovery
   templates as a CDS client would, and sends it with the request;
+* ``prefetch+server`` — the same prefetch, sent together with ``fhirServer`` as an EHR does, so
+  the service can read the pages a prefetched search left behind (``link[next]``);
 * ``fetch`` — no prefetch; ``fhirServer`` points at the FHIR server and the service fetches;
 * ``sandbox`` — no chart: every prefetch key ``null``, as the CDS Hooks sandbox's PAMA tab sends.
 
@@ -46,7 +48,7 @@ from cds_service.hooks.schemas import problems
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.server.embedded import BackgroundService
 
-MODES = ("prefetch", "fetch", "sandbox")
+MODES = ("prefetch", "prefetch+server", "fetch", "sandbox")
 TIERS = {"usually-appropriate": "UA", "may-be-appropriate": "MBA", "usually-not-appropriate": "UNA"}
 
 
@@ -224,6 +226,8 @@ def build_request(case: Case, mode: str, days: int, fhir: FixtureFhirServer) -> 
     elif mode == "fetch":
         body["fhirServer"] = fhir.base_url
     else:  # prefetch: what a CDS client does before calling the service
+        if mode == "prefetch+server":
+            body["fhirServer"] = fhir.base_url
         body["prefetch"] = {}
         for key, template in templates.items():
             query = render_template(template, body["context"])
@@ -256,18 +260,30 @@ def run_case(case: Case, mode: str, service_url: str, fhir: FixtureFhirServer, c
     return Result(case.id, mode, expected, got, ms, found, response)
 
 
+def fixture_dirs(fixture_dir: Path) -> list[Path]:
+    """The directory itself, then each sub-directory that is a fixture directory of its own (has a
+    ``cases/`` folder, e.g. ``fhir_fixtures/realworld/``): every corpus under it is replayed."""
+    nested = sorted(sub for sub in fixture_dir.iterdir() if sub.is_dir() and (sub / "cases").is_dir()) \
+        if fixture_dir.is_dir() else []
+    return [fixture_dir, *nested]
+
+
 def run(fixture_dir: str | Path = "fhir_fixtures", pattern: str | None = None) -> list[Result]:
-    """Replay the cases; raises :class:`FixtureError` when the fixtures cannot be read."""
-    fixture_dir = Path(fixture_dir)
-    cases, charts = load_fixtures(fixture_dir, pattern)
+    """Replay the cases of the directory and of its nested corpora (each with its own FHIR server,
+    since their charts are separate); raises :class:`FixtureError` when the fixtures cannot be read."""
+    corpora = [load_fixtures(directory, pattern) for directory in fixture_dirs(Path(fixture_dir))]
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="cds-replay-") as tmp, FixtureFhirServer(list(charts.values())) as fhir:
+    with tempfile.TemporaryDirectory(prefix="cds-replay-") as tmp:
         service = _start_service(tmp)
         try:
             with requests.Session() as http:
-                for case in cases:
-                    for mode in case.modes:
-                        results.append(run_case(case, mode, service.url, fhir, charts, http))
+                for cases, charts in corpora:
+                    if not cases:
+                        continue
+                    with FixtureFhirServer(list(charts.values())) as fhir:
+                        for case in cases:
+                            for mode in case.modes:
+                                results.append(run_case(case, mode, service.url, fhir, charts, http))
         finally:
             service.stop()
     return results

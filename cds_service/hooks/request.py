@@ -16,6 +16,7 @@ import orjson
 
 from cds_service.chart.decoding import AnyJsonValue, FhirObject
 from cds_service.errors import InvalidRequest
+from cds_service.hooks.limits import check_hook_body
 from cds_service.hooks.schemas import problems, validator
 from cds_service.hooks.services import ORDER_SELECT, REQUIRED_CONTEXT, ServiceDefinition
 
@@ -75,6 +76,7 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     """Check ``body`` against the request schema and the called service; raise ``InvalidRequest``."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    check_hook_body(body)  # depth and array bounds first: the schema check is not bounded
     # The schema check needs plain JSON: decoded FhirObjects go back to dicts (errors only).
     found = [] if conforms_to_request_schema(body) else problems("request", msgspec.to_builtins(body))
     hook = body.get("hook")
@@ -105,6 +107,7 @@ _PROPERTIES = validator("request").schema["properties"]
 _HOOK_INSTANCE = re.compile(_PROPERTIES["hookInstance"]["pattern"])
 _FHIR_SERVER = re.compile(_PROPERTIES["fhirServer"]["pattern"])
 _TOKEN_TYPE = re.compile(_PROPERTIES["fhirAuthorization"]["properties"]["token_type"]["pattern"])
+_MAX_SELECTIONS = _PROPERTIES["context"]["properties"]["selections"]["maxItems"]
 
 
 def _is_integer(value: Any) -> bool:
@@ -144,7 +147,8 @@ def conforms_to_request_schema(body: Mapping[str, Any]) -> bool:
         return False
     if "selections" in context:
         selections = context["selections"]
-        if not (isinstance(selections, list) and all(isinstance(s, str) for s in selections)):
+        if not (isinstance(selections, list) and len(selections) <= _MAX_SELECTIONS
+                and all(isinstance(s, str) for s in selections)):
             return False
         if hook == ORDER_SELECT and not selections:
             return False

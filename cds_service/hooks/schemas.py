@@ -21,15 +21,21 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def problems(name: str, document: object, limit: int = 10) -> list[str]:
-    """Readable validation problems, e.g. ``context.selections: [] should be non-empty``."""
+    """Readable validation problems, e.g. ``context.selections: [] should be non-empty``.
+
+    At most ``limit`` of them, then one ``... and N more problems`` line. Callers bound the
+    document first (``hooks.limits``): jsonschema builds every error, so the number of errors
+    and the cost of this call follow the size of the document.
+    """
     if validator(name).is_valid(document):  # the common case, several times cheaper than iter_errors
         return []
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     found = []
-    for error in sorted(validator(name).iter_errors(document), key=lambda e: list(e.absolute_path)):
+    for error in errors[:limit]:
         where = ".".join(str(p) for p in error.absolute_path) or "(body)"
         found.append(f"{where}: {_short(error.message)}")
-        if len(found) >= limit:
-            break
+    if len(errors) > limit:
+        found.append(f"... and {len(errors) - limit} more problems")
     return found
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 
 from cds_service.kb.compiled import intern_criterion
+from cds_service.kb.expansions import resolve_expansions
 from cds_service.kb.references import Document, MergedDocuments, RawDocuments, ReferenceChecker, merge_documents
 from cds_service.kb.schema_check import FILE_KINDS, PACKAGE, SCENARIO_KIND, schema_digest, schema_problems
 from cds_service.kb.validation_cache import ValidationCache
@@ -114,10 +115,11 @@ def _collect(directory: Traversable, label: str, is_base: bool, raw: RawDocument
                 f"{_label(label, name)}: unknown knowledge file (expected one of {', '.join(FILE_KINDS)} or scenarios/*.json)"
             )
             continue
-        _load_doc(entry, _label(label, name), kind, raw, is_base)
+        _load_doc(entry, _label(label, name), kind, raw, is_base, directory)
 
 
-def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_base: bool) -> None:
+def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_base: bool,
+              directory: Traversable | None = None) -> None:
     content = node.read_bytes()
     try:
         data = _read_json(content)
@@ -133,6 +135,8 @@ def _load_doc(node: Traversable, label: str, kind: str, raw: RawDocuments, is_ba
             return
         if digest is not None:
             cache.add(digest)
+    if kind == "valuesets" and directory is not None:
+        resolve_expansions(data, directory, label, raw.problems)
     raw.docs.append(Document(label, kind, data, is_base))
 
 

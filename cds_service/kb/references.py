@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from cds_service.kb.expansions import amend_valueset
 from cds_service.kb.grammar import VALUESET_OPERATORS, VALUESET_OPTIONS
 from cds_service.kb.model import Appropriateness
 from cds_service.kb.schema_check import SCENARIO_KIND
@@ -55,6 +56,16 @@ def _add(table: dict[str, tuple[str, Any]], key: str, label: str, path: str, ite
     table[key] = (label, item)
 
 
+def _amend(table: dict[str, tuple[str, Any]], item: dict, doc: Document, path: str, problems: list[str]) -> None:
+    """A site's ``amends`` entry extends or replaces a value set loaded before it (kb/expansions.py)."""
+    if doc.base:
+        problems.append(f"{doc.label}: {path}.amends: only an extra directory may amend a value set")
+    elif item["id"] not in table:
+        problems.append(f"{doc.label}: {path}.amends: no value set {item['id']!r} to amend")
+    else:
+        table[item["id"]] = (doc.label, amend_valueset(table[item["id"]][1], item))
+
+
 def merge_documents(raw: RawDocuments) -> MergedDocuments:
     merged = MergedDocuments()
     p = raw.problems
@@ -70,7 +81,10 @@ def merge_documents(raw: RawDocuments) -> MergedDocuments:
                 _add(merged.procedures, item["id"], doc.label, f"$.procedures[{i}].id", item, "procedure id", p)
         elif doc.kind == "valuesets":
             for i, item in enumerate(d["valuesets"]):
-                _add(merged.valuesets, item["id"], doc.label, f"$.valuesets[{i}].id", item, "value set id", p)
+                if "amends" in item:
+                    _amend(merged.valuesets, item, doc, f"$.valuesets[{i}]", p)
+                else:
+                    _add(merged.valuesets, item["id"], doc.label, f"$.valuesets[{i}].id", item, "value set id", p)
         elif doc.kind == "definitions":
             for name, criterion in d["definitions"].items():
                 _add(merged.definitions, name, doc.label, f"$.definitions.{name}", criterion, "definition", p)

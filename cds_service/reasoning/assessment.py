@@ -70,5 +70,8 @@ class OrderAssessment:
     table: tuple[ScanRating, ...] = ()
     surveillance: SurveillanceNotice | None = None
     recommendations: tuple[Recommendation, ...] = ()
+    #: Whether the applied scenario names the ordered study at all (rated, covered, preferred …).
+    #: False: the patient is recognised but the order is about another question (no suggestion).
+    study_in_scenario: bool = True
     #: Why no rating was given (Outcome.NOT_RATED), for the audit log; never shown as a card.
     reason: str = ""

@@ -119,7 +119,8 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
     table = rating_table(ratings, knowledge)
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
     recommended = None
-    if ordered.id in knowledge.compiled.procedures_of[scenario.id]:
+    in_scenario = ordered.id in knowledge.compiled.procedures_of[scenario.id]
+    if in_scenario:
         # A study outside the scenario's question (a head CT for a fall, in a patient followed for
         # cervical cancer) gets no switch suggestion: the scenario's best study answers another question.
         recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
@@ -132,6 +133,7 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         rating=rating,
         recommended=recommended,
         recommend_cancel=should_recommend_cancel(scenario, rating, table, contraindications),
+        study_in_scenario=in_scenario,
         evidence=scenario_evidence(matched),
         contraindications=contraindications,
         ordered_blocked_by=blocked_by,
@@ -178,7 +180,18 @@ def choose_ordered_procedure(
 
         return min(enumerate(rated), key=rank)[1]
     listed = knowledge.compiled.procedures_of[scenario.id]
-    return next((procedure for procedure in candidates if procedure.id in listed), candidates[0])
+    order_codes = {normalise_code(code.system, code.code) for code in order.codes}
+    # Not rated here: name the study the order describes best (74177 alone is CT abdomen and pelvis,
+    # not the chest/abdomen/pelvis study it is also part of), preferring one the scenario names.
+    return min(
+        enumerate(candidates),
+        key=lambda item: (
+            0 if item[1].id in listed else 1,
+            0 if order_covers(order_codes, item[1]) else 1,
+            -len(order_codes & _normalised_codes(item[1])),
+            item[0],
+        ),
+    )[1]
 
 
 def meant_by_order(order: DraftOrder, candidates: tuple[Procedure, ...]) -> tuple[Procedure, ...]:

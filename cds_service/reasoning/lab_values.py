@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from cds_service.chart.facts import ClinicalFact
-from cds_service.chart.units import convert, unit_of
+from cds_service.chart.units import Converter, unit_of
 from cds_service.kb.model import Criterion, ValueSet
 
 FactTest = Callable[[ClinicalFact], bool]
@@ -33,10 +33,11 @@ def value_test(criterion: Criterion, value_in: ValueSet | None) -> FactTest | No
     numeric = below is not None or above is not None
     if not numeric and not above_high and value_in is None:
         return None
+    converter = Converter()
 
     def accept(fact: ClinicalFact) -> bool:
         if numeric:
-            value = _value_in_unit(fact, unit)
+            value = _value_in_unit(fact, unit, converter)
             if value is None:
                 return False
             if below is not None and not value < below:
@@ -52,13 +53,13 @@ def value_test(criterion: Criterion, value_in: ValueSet | None) -> FactTest | No
     return accept
 
 
-def _value_in_unit(fact: ClinicalFact, unit: str | None) -> float | None:
+def _value_in_unit(fact: ClinicalFact, unit: str | None, converter: Converter) -> float | None:
     if fact.value is None or unit is None:
         return fact.value
     written = unit_of(fact.ucum, fact.unit)
     if written is None:
         return fact.value
-    return convert(fact.value, written, unit)
+    return converter.convert(fact.value, written, unit)
 
 
 def only_latest(results: Iterable[ClinicalFact], test: FactTest | None) -> FactTest:

@@ -257,7 +257,8 @@ def _bearer_token(authorization_header: str | None) -> str:
         raise Unauthorized("Authorization header is not ASCII")
     scheme, _, token = authorization_header.strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise Unauthorized(f"Authorization scheme {brief(scheme)} is not Bearer")
+        # Not a bearer token: the value may be a password or an API key, so none of it is logged.
+        raise Unauthorized("Authorization scheme is not Bearer")
     token = token.strip(" ")
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized(f"bearer token longer than {MAX_TOKEN_CHARS} characters")

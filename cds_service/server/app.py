@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         store=store,
         fhir_client=fhir_client,
         metrics=metrics,
-        instance=instance_name(),
         audit_key=resolve_audit_key(settings.audit_hash_key, store),
     )
 

@@ -15,7 +15,9 @@ from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
-from cds_service.errors import CdsError, InvalidRequest, PayloadTooLarge, Unauthorized, UnknownService
+from cds_service.audit.backend import DatabaseUnavailable
+from cds_service.errors import (CdsError, InvalidRequest, PayloadTooLarge, ServiceUnavailable, Unauthorized,
+                                UnknownService)
 from cds_service.hooks.request import decode_hook_body
 from cds_service.hooks.services import SERVICES_BY_ID, ServiceDefinition, discovery_document
 
@@ -24,6 +26,8 @@ bp = Blueprint("cds", __name__)
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+#: Seconds an EHR is told to wait after a database fault (a lock or restart usually clears by then).
+DATABASE_RETRY_AFTER_S = 5
 
 
 def json_response(body, status: int = 200) -> Response:
@@ -68,6 +72,9 @@ def call_service(service_id: str):
     except CdsError as error:
         status = error.status
         raise
+    except DatabaseUnavailable:
+        status = 503
+        raise
     finally:
         _cds().metrics.observe_request(label, hook, status, time.perf_counter() - started)
 
@@ -88,11 +95,17 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """Readiness: knowledge loaded, models warmed, database reachable."""
+    """Readiness: knowledge loaded, models warmed, database takes a write (not just ``SELECT 1``)."""
     cds = _cds()
-    checks = {"knowledge": cds.knowledge.version, "database": cds.store.ping(), "warmed": cds.warmed}
+    problem = cds.store.write_problem()
+    checks = {"knowledge": cds.knowledge.version, "database": problem is None, "warmed": cds.warmed}
+    if problem:
+        checks["database_problem"] = problem
     ok = bool(checks["database"] and checks["warmed"])
-    return json_response({"status": "ready" if ok else "not-ready", **checks}, 200 if ok else 503)
+    response = json_response({"status": "ready" if ok else "not-ready", **checks}, 200 if ok else 503)
+    if problem:
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 @bp.get("/metrics")
@@ -179,7 +192,16 @@ def _cds_error(error: CdsError):
     body = {"error": error.code, "message": error.message}
     if error.details:
         body["details"] = error.details
-    return json_response(body, error.status)
+    response = json_response(body, error.status)
+    if isinstance(error, ServiceUnavailable):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+@bp.app_errorhandler(DatabaseUnavailable)
+def _database_unavailable(error: DatabaseUnavailable):
+    # The store has logged the fault and discarded the connection; the caller may retry.
+    return _cds_error(ServiceUnavailable(error.reason, retry_after=DATABASE_RETRY_AFTER_S))
 
 
 @bp.app_errorhandler(HTTPException)
