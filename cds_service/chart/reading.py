@@ -93,6 +93,9 @@ def reasons_of(resource: FhirObject, context: ReadContext) -> tuple[tuple[Code, 
     text: only those are read nowhere else (a referenced Condition is a fact of its own).
     """
     concepts = resource.reasonCode
+    references = resource.reasonReference
+    if concepts is None and references is None:  # most treatments say nothing of why
+        return (), []
     named: list[tuple[tuple[Code, ...], str | None]] = []
     found: list[Code] = []
     if isinstance(concepts, CodeableConcept):
@@ -103,7 +106,8 @@ def reasons_of(resource: FhirObject, context: ReadContext) -> tuple[tuple[Code, 
             if codes:
                 named.append((codes, text_of(concept)))
                 found.extend(codes)
-    found.extend(focus_codes(resource.reasonReference, context))
+    if references is not None:
+        found.extend(focus_codes(references, context))
     return without_duplicates(found), named
 
 

@@ -64,7 +64,7 @@ def read_observation(resource: FhirObject, source: str, context: ReadContext) ->
         value_codes=codings_of(resource.valueCodeableConcept),
         reference_high=_reference_high(resource.referenceRange),
         body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource),
-        reason_codes=focus_codes(resource.focus, context),
+        reason_codes=focus_codes(focus, context) if (focus := resource.focus) is not None else (),
     ),)
 
 
