@@ -206,6 +206,9 @@ def _start_service(tmp_dir: str) -> BackgroundService:
     settings = Settings.from_env(
         mode="development", database_url=f"sqlite:///{tmp_dir}/replay.sqlite3", trusted_issuers_file="",
         allowed_fhir_servers=(), audit_hash_key="", cors_origins=("*",), log_level="WARNING",
+        # Loopback on a shared, busy machine: the first connection to a fresh fixture server can take
+        # over the production 1 s connect timeout, which would turn a case into a 412 at random.
+        fhir_connect_timeout=5.0,
     )
     return BackgroundService(settings, name="replay-service")
 
