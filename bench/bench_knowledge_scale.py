@@ -104,6 +104,29 @@ def time_loading(extra: Path, cache: Path) -> tuple[float, float]:
     return timings[0], timings[1]
 
 
+def worker_recycle_seconds(server: Server) -> float:
+    """Seconds from killing a worker of ``server`` (run with one worker) until ``/ready`` answers
+    again: what a crashed or recycled worker costs (gunicorn forks it from the loaded master)."""
+    import signal
+
+    import requests
+
+    pid = server.process.pid
+    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    started = time.monotonic()
+    os.kill(int(workers[0]), signal.SIGKILL)
+    deadline = started + 60
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if children and children != workers and requests.get(server.base + "/ready", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.01)
+    return float("nan")
+
+
 def answers(base_url: str, cases) -> list[str]:
     """The answers to each case with the uuids removed (they differ on every call)."""
     import re
@@ -146,6 +169,14 @@ def run_scale(n: int, workdir: Path, args) -> None:
     try:
         servers[f"+{n}"].wait_ready()
         print(f"gunicorn with {n} extra variants ready {time.monotonic() - started:.2f} s after start (warm cache)")
+        single = Server("cds_service.server.wsgi:app", workdir, 1,
+                        {**env, "CDS_DATABASE_URL": f"sqlite:///{workdir}/single-{n}.sqlite3",
+                         "CDS_KNOWLEDGE_EXTRA_DIRS": str(extra)})
+        try:
+            single.wait_ready()
+            print(f"a killed worker is replaced and ready again in {worker_recycle_seconds(single):.2f} s")
+        finally:
+            single.stop()
         for server in servers.values():
             server.wait_ready()
         from cds_service.hooks.services import discovery_document

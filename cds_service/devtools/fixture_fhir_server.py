@@ -288,6 +288,9 @@ class FixtureFhirServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The service sends all its prefetch queries at once; the default backlog of 5 would drop the
+    # rest and make them wait for TCP's retry, as no real FHIR server does.
+    request_queue_size = 64
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
