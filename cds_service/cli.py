@@ -1,4 +1,4 @@
-"""Command line: ``python -m cds_service {serve,replay,export,check-knowledge,fhir-server}``."""
+"""Command line: ``python -m cds_service {serve,replay,export,check-knowledge,fhir-server,console-user}``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-knowledge", help="validate the knowledge base (and extra directories)")
     check.add_argument("extra_dirs", nargs="*", help="extra knowledge directories to validate on top of the base")
     check.add_argument("--base", default=None, help="knowledge directory replacing the packaged one")
+    commands.add_parser("console-user", help="add, remove or list committee console accounts", add_help=False)
     commands.add_parser("fhir-server", help="serve FHIR fixture files on loopback (tests, demos)", add_help=False)
 
-    if argv and argv[0] in {"replay", "export", "fhir-server"}:
+    if argv and argv[0] in {"replay", "export", "fhir-server", "console-user"}:
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -66,6 +67,10 @@ def _delegate(command: str, rest: list[str]) -> int:
         from cds_service.audit.export_cli import run_export
 
         return run_export(rest)
+    if command == "console-user":
+        from cds_service.console.users_cli import main as users_main
+
+        return users_main(rest)
     from cds_service.devtools.fixture_fhir_server import main as fhir_main
 
     return fhir_main(rest) or 0

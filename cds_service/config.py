@@ -71,6 +71,10 @@ class Settings:
     #: Key for the keyed hash of patient ids in the audit log; generated and kept in the database
     #: when empty, so that all instances sharing a database hash alike.
     audit_hash_key: str = ""
+    #: Committee console: show the ordering clinician's keyed hash on decision pages (off: never shown).
+    console_show_clinicians: bool = False
+    #: Committee console: send its session cookies with ``Secure`` (turn off only for plain-HTTP development).
+    console_cookie_secure: bool = True
     log_level: str = "INFO"
     metrics_enabled: bool = True
 

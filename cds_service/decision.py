@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from cds_service.audit.records import instance_name, patient_hash
+from cds_service.audit.records import instance_name, patient_hash, user_hash
 from cds_service.cards.response import RatedOrder, build_response
 from cds_service.chart.extract import extract_chart_facts
 from cds_service.chart.facts import DraftOrder
@@ -129,6 +129,8 @@ class DecisionService:
                replay: "_ReplayGuard"):
         decided_at = datetime.now(timezone.utc)
         hashed = patient_hash(self.audit_key, request.patient_id)
+        user_id = request.context.get("userId")
+        clinician = user_hash(self.audit_key, user_id) if isinstance(user_id, str) and user_id else None
         records = []
         for item in rated:
             a = item.assessment
@@ -155,6 +157,7 @@ class DecisionService:
                     for c in item.cards
                 ),
                 instance=instance_name(),  # the worker's pid: the app is built before gunicorn forks
+                user_hash=clinician,
             ))
         # One transaction for all orders of the call (and its JWT jti): ten orders are one commit.
         replay.record_with(records)

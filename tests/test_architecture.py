@@ -31,12 +31,15 @@ ALLOWED = {
     # Evidence pages say what the cards say, in the same words (cards.wording), from the knowledge only.
     "evidence": {"kb", "cards"},
     "audit": {"config"},
+    # The committee console shows the audit (its accounts live there too) and the knowledge; it
+    # renders cards as an EHR does from the answer's JSON only, so it needs no other room.
+    "console": {"audit", "config", "kb"},
     "decision": {"audit", "cards", "chart", "config", "ehr", "errors", "hooks", "kb", "observability", "reasoning"},
     "server": {"audit", "chart", "config", "decision", "ehr", "errors", "hooks", "kb", "observability",
-               "security", "cards", "reasoning", "evidence"},
+               "security", "cards", "reasoning", "evidence", "console"},
     "devtools": {"codes", "config", "hooks", "kb", "server", "chart"},
     # Entry points: the command line reaches every room (developer commands included).
-    "cli": {"audit", "devtools", "kb", "server", "config"},
+    "cli": {"audit", "devtools", "kb", "server", "config", "console"},
     "__main__": {"cli"},
     "cds_service": {"server"},
 }

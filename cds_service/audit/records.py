@@ -24,6 +24,7 @@ __all__ = [
     "CardRecord",
     "DecisionRecord",
     "patient_hash",
+    "user_hash",
     "instance_name",
     "resolve_audit_key",
 ]
@@ -59,6 +60,7 @@ class DecisionRecord:
     latency_ms: float
     cards: tuple[CardRecord, ...] = ()
     instance: str = ""              # instance_name() of the deciding process
+    user_hash: str | None = None    # user_hash(key, context.userId): the ordering clinician, keyed
 
 
 def patient_hash(key: bytes, patient_id: str) -> str:
@@ -72,6 +74,14 @@ def patient_hash(key: bytes, patient_id: str) -> str:
     if not isinstance(patient_id, str):
         raise TypeError("patient_id must be a string")
     return hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def user_hash(key: bytes, user_id: str) -> str:
+    """The ordering clinician (``context.userId``) as a keyed hash, in a domain of its own.
+
+    Prefixed so that a user id equal to some patient id never hashes alike.
+    """
+    return patient_hash(key, "user:" + user_id)
 
 
 def instance_name() -> str:

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from cds_service.audit import rollup
 from cds_service.audit.backend import Backend, DatabaseUnavailable, Tx, utc
 from cds_service.audit.export import check_export_request, write_export
 from cds_service.audit.postgres import PostgresBackend
@@ -275,8 +276,14 @@ class Store:
                     tx.execute(statement.format(**types))
                 tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                            (version, tx.ts(datetime.now(timezone.utc))))
+            if 0 < current < 2:  # decisions written before the rollups existed are counted once
+                rollup.rebuild(tx)
 
         self._run(migrate, durable=True, schema_lock=True)
+
+    def run(self, fn: Callable[[Tx], Any], *, readonly: bool = False, durable: bool = False) -> Any:
+        """Run ``fn(tx)`` in one transaction (the audit room's other modules: rollups, console data)."""
+        return self._run(fn, readonly=readonly, durable=durable, retry=readonly)
 
     def schema_version(self) -> int:
         return self._run(lambda tx: tx.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0,
@@ -303,6 +310,8 @@ class Store:
             if not _PATIENT_HASH.match(record.patient_hash or ""):
                 # Guard against a raw patient id reaching the audit log.
                 raise ValueError("DecisionRecord.patient_hash must be audit.patient_hash(...) (64 hex digits)")
+            if record.user_hash is not None and not _PATIENT_HASH.match(record.user_hash):
+                raise ValueError("DecisionRecord.user_hash must be audit.user_hash(...) (64 hex digits)")
             rows.append((record, record.instance or instance_name(), json.dumps(list(record.order_codes))))
 
         purge = jti is not None and self._jti_purge_due()
@@ -314,12 +323,12 @@ class Store:
                 row = tx.execute(
                     "INSERT INTO decisions (decided_at, service_id, hook, hook_instance, patient_hash, "
                     "order_codes, order_ref, scenario_id, rating, pama_rating, outcome, knowledge_version, "
-                    "consult_id, latency_ms, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "RETURNING id",
+                    "consult_id, latency_ms, instance, user_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (tx.ts(record.decided_at), record.service_id, record.hook, record.hook_instance,
                      record.patient_hash, order_codes, record.order_ref, record.scenario_id, record.rating,
                      record.pama_rating, record.outcome, record.knowledge_version, record.consult_id,
-                     float(record.latency_ms), instance),
+                     float(record.latency_ms), instance, record.user_hash),
                 ).fetchone()
                 for position, card in enumerate(record.cards):
                     # A card uuid already recorded keeps its first decision.
@@ -329,6 +338,9 @@ class Store:
                         (card.uuid, row[0], position, card.indicator, card.summary,
                          json.dumps(list(card.suggestion_uuids))),
                     )
+            rollup.add_decisions(tx, (
+                (r.decided_at, r.service_id, r.scenario_id, r.outcome, r.rating, r.knowledge_version,
+                 len(r.cards), r.latency_ms) for r, _, _ in rows))
 
         if rows or jti is not None:
             self._run(write)
@@ -372,7 +384,9 @@ class Store:
                     (tx.ts(received_at), service_id, card, outcome, tx.ts(outcome_ts), accepted,
                      r_system, r_code, r_display, comment, decision_id, hook_instance, instance),
                 )
-                stored += max(cur.rowcount, 0)
+                if cur.rowcount > 0:
+                    stored += 1
+                    rollup.add_feedback(tx, received_at, service_id, decision_id, outcome, r_code, r_display)
             return stored
 
         return self._run(write, durable=True)

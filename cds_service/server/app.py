@@ -70,11 +70,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["cds"] = CdsExtension(settings, knowledge, store, verifier, metrics, decisions)
+    from cds_service.server.console_routes import bp as console_bp
     from cds_service.server.evidence_routes import bp as evidence_bp
     from cds_service.server.routes import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(evidence_bp)
+    app.register_blueprint(console_bp)
     warm_up(app)
     log.info("service ready", extra={"knowledge_version": knowledge.version, "instance": instance_name()})
     return app

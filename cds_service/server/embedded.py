@@ -8,6 +8,7 @@ buffering reverse proxy (docs/deployment.md).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import replace
 
@@ -23,8 +24,25 @@ def run_development_server(host: str, port: int) -> int:
     if "CDS_PUBLIC_BASE_URL" not in os.environ:
         settings = replace(settings, public_base_url=f"http://{host}:{port}")
     app = create_app(settings)
+    _announce_console(app, settings)
     app.run(host=host, port=port, threaded=True, use_reloader=False)
     return 0
+
+
+def _announce_console(app, settings: Settings) -> None:
+    """Development mode: say where the committee console is and how to make its first account."""
+    from cds_service.console.auth import list_users
+
+    if not settings.development:
+        return
+    where = f"{settings.public_base_url.rstrip('/')}/console/"
+    if list_users(app.extensions["cds"].store):
+        print(f"Committee console: {where}", file=sys.stderr, flush=True)
+        return
+    print(f"Committee console: {where} has no account yet. Create the first (an admin) with\n"
+          f"    CDS_DATABASE_URL={settings.database_url} python -m cds_service console-user add NAME --role admin\n"
+          "(browsers keep Secure cookies over plain HTTP only on localhost; elsewhere serve over HTTPS).",
+          file=sys.stderr, flush=True)
 
 
 class BackgroundService:
