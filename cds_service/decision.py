@@ -49,17 +49,19 @@ class DecisionService:
     audit_key: bytes
 
     def decide(self, service: ServiceDefinition, body: Any, *, today: date | None = None,
-               jti: tuple[str, str, datetime] | None = None) -> dict:
+               jti: tuple[str, str, datetime] | None = None, record: bool = True) -> dict:
         """The answer to one hook call. ``jti`` (``(iss, jti, expires_at)`` of the caller's verified
         JWT) is remembered in the same transaction as the call's decisions, or on its own when the
-        call ends without any; a token already used raises ``Unauthorized``."""
+        call ends without any; a token already used raises ``Unauthorized``. ``record=False`` (the
+        console's "Try a chart") stores and counts no decision."""
         replay = _ReplayGuard(self.store, jti)
         try:
-            return self._decide(service, body, today, replay)
+            return self._decide(service, body, today, replay, record)
         finally:
             replay.remember_if_unused()
 
-    def _decide(self, service: ServiceDefinition, body: Any, today: date | None, replay: "_ReplayGuard") -> dict:
+    def _decide(self, service: ServiceDefinition, body: Any, today: date | None, replay: "_ReplayGuard",
+                record: bool = True) -> dict:
         started = time.perf_counter()
         request = parse_hook_request(body, service)
         orders, _notes = read_draft_orders(request.context.get("draftOrders"), request.selections)
@@ -68,7 +70,8 @@ class DecisionService:
         rateable = [o for o in orders if o.codes and self.knowledge.procedures_for(o.codes)]
         if not rateable:
             self._log(request, service, started, cards=0, outcome="nothing-to-rate")
-            self._audit_silent(request, service, [o for o in orders if o.codes], started, replay)
+            if record:
+                self._audit_silent(request, service, [o for o in orders if o.codes], started, replay)
             return {"cards": []}
 
         prefetch = self._complete_prefetch(service, request)
@@ -84,8 +87,9 @@ class DecisionService:
             evidence_base_url=self.settings.public_base_url,
         )
         latency_ms = (time.perf_counter() - started) * 1000
-        self._audit(request, service, rated, latency_ms, replay)
-        self._count(service, rated)
+        if record:
+            self._audit(request, service, rated, latency_ms, replay)
+            self._count(service, rated)
         self._log(
             request, service, started, cards=len(body_out["cards"]),
             outcome=",".join(sorted({r.assessment.outcome.value for r in rated})),

@@ -11,6 +11,7 @@ from flask import Flask
 from cds_service.audit.records import instance_name, resolve_audit_key
 from cds_service.security.jwt import JwtVerifier
 from cds_service.config import Settings
+from cds_service.console.knowledge_view import remember_knowledge
 from cds_service.decision import DecisionService
 from cds_service.ehr.fhir_client import FhirClient
 from cds_service.kb.model import Knowledge
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.register_blueprint(bp)
     app.register_blueprint(evidence_bp)
     app.register_blueprint(console_bp)
+    remember_knowledge(store, knowledge)
     warm_up(app)
     log.info("service ready", extra={"knowledge_version": knowledge.version, "instance": instance_name()})
     return app

@@ -9,12 +9,18 @@ the charts' nonce-marked style elements, and are never cached.
 
 from __future__ import annotations
 
+import json
 import secrets
+from datetime import date
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, request
 
-from cds_service.console import auth, views
+from cds_service.console import auth, try_chart, views
+from cds_service.console.knowledge_view import knowledge_context
 from cds_service.console.render import page, static_file
+from cds_service.errors import CdsError, InvalidRequest
+from cds_service.hooks.request import decode_hook_body
+from cds_service.hooks.services import SERVICES_BY_ID
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -196,3 +202,46 @@ def _refused(error):
     text = "This page is for administrators." if error.code == 403 else "There is no such page."
     viewer = _viewer() if g.get("console_session") else None
     return _html(views.message(viewer, title, text), error.code)
+
+
+@bp.get("/knowledge/", defaults={"section": "scenarios"})
+@bp.get("/knowledge/<section>")
+def knowledge(section: str):
+    cds = _cds()
+    context = knowledge_context(cds.store, cds.knowledge, section, request.args)
+    if context is None:
+        abort(404)
+    return _html(page("knowledge.html", viewer=_viewer(), range=None, active="knowledge", **context))
+
+
+def _try_page(status: int = 200, **context) -> Response:
+    defaults = {"examples": try_chart.examples(), "chosen": None, "pasted": None, "problem": None, "cards": None,
+                "actions": 0, "service": None, "service_ids": sorted(SERVICES_BY_ID)}
+    return _html(page("try.html", viewer=_viewer(), range=None, active="try", **{**defaults, **context}), status)
+
+
+@bp.get("/try")
+def try_form():
+    return _try_page()
+
+
+@bp.post("/try")
+def try_request():
+    name, pasted = request.form.get("example") or "", request.form.get("request") or ""
+    example = try_chart.examples().get(name)
+    try:
+        if example is not None:
+            service_id, body = example["service"], json.loads(json.dumps(example["request"]))
+            today = date.fromisoformat(example["as_of"])
+        else:
+            service_id, today = request.form.get("service") or "", None
+            body = decode_hook_body(pasted.encode("utf-8"))
+        service = SERVICES_BY_ID.get(service_id)
+        if service is None or not isinstance(body, dict):
+            raise InvalidRequest("choose a service and paste a JSON object")
+        answer = _cds().decisions.decide(service, try_chart.without_outbound_access(body), today=today, record=False)
+    except (CdsError, ValueError) as error:
+        message = getattr(error, "message", None) or str(error)
+        return _try_page(400, chosen=name, pasted=pasted, problem=f"The service refused this request: {message}")
+    return _try_page(chosen=name, pasted=pasted, service=service_id, cards=try_chart.cards_for_page(answer),
+                     actions=len(answer.get("systemActions") or ()))
