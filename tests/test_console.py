@@ -21,7 +21,8 @@ from tests.pg_harness import postgres_url, throwaway_schema  # noqa: F401
 
 PASSWORD = "a long enough passphrase"
 PAGES = ("/console/", "/console/scenarios", "/console/decisions", "/console/users", "/console/decisions/1",
-         "/console/scenarios/rectal-post-treatment-surveillance")
+         "/console/scenarios/rectal-post-treatment-surveillance", "/console/knowledge/", "/console/knowledge/versions",
+         "/console/try")
 RANGE = {"start": FIRST_DAY.date().isoformat(), "end": date(2026, 11, 2 + DAYS - 1).isoformat()}
 
 
@@ -241,3 +242,32 @@ def test_console_user_command(tmp_path):
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     assert subprocess.run([*run, "remove", "dana"], capture_output=True, timeout=60).returncode == 0
     assert auth.list_users(store) == []
+
+
+def test_trying_a_chart_shows_cards_and_stores_nothing(console):
+    store = console.app.extensions["cds"].store
+    browser = sign_in(console)
+    form = browser.get(console.url + "/console/try", timeout=10)
+    answer = browser.post(console.url + "/console/try", timeout=30,
+                          data={"csrf_token": _csrf(form.text), "example": "breast-survivor-pet-ct"})
+    assert answer.status_code == 200 and "Low-value scan" in answer.text
+    assert store.run(lambda tx: tx.execute("SELECT COUNT(*) FROM decisions").fetchone()[0], readonly=True) == 0
+    bad = browser.post(console.url + "/console/try", timeout=10, data={"csrf_token": _csrf(form.text),
+                       "service": "onc-imaging-order-select", "request": "[1, 2"})
+    assert bad.status_code == 400 and "refused" in bad.text
+
+
+def test_knowledge_versions_are_remembered_and_compared(console):
+    store = console.app.extensions["cds"].store
+    from cds_service.audit import knowledge_versions
+    from cds_service.console.knowledge_view import snapshot
+
+    current = knowledge_versions.seen(store)[0]
+    older = snapshot(console.app.extensions["cds"].knowledge)
+    scenario = next(iter(older["scenarios"]))
+    study = next(iter(older["scenarios"][scenario]["ratings"]))
+    older["scenarios"][scenario]["ratings"][study] = "may-be-appropriate-was"
+    knowledge_versions.remember(store, "2026.01", "0" * 64, older)
+    page = sign_in(console).get(console.url + "/console/knowledge/versions", timeout=10,
+                                params={"from": "0" * 64, "to": current.digest}).text
+    assert f"changed <strong>{scenario}</strong>" in page and "may-be-appropriate-was" in page
