@@ -271,3 +271,12 @@ def test_knowledge_versions_are_remembered_and_compared(console):
     page = sign_in(console).get(console.url + "/console/knowledge/versions", timeout=10,
                                 params={"from": "0" * 64, "to": current.digest}).text
     assert f"changed <strong>{scenario}</strong>" in page and "may-be-appropriate-was" in page
+
+
+def test_every_example_chart_carries_its_services_whole_prefetch():
+    """A new prefetch template makes the examples stale: run tests/make_console_examples.py."""
+    from cds_service.console.try_chart import examples
+    from cds_service.hooks.services import SERVICES_BY_ID
+
+    for name, example in examples().items():
+        assert set(SERVICES_BY_ID[example["service"]].prefetch) <= set(example["request"]["prefetch"]), name
