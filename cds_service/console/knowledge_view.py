@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from cds_service.audit import knowledge_versions
+from cds_service.audit.backend import DatabaseUnavailable
 from cds_service.audit.store import Store
 from cds_service.kb.model import Knowledge
+
+log = logging.getLogger(__name__)
 
 
 def snapshot(knowledge: Knowledge) -> dict:
@@ -34,9 +38,14 @@ def digest(data: dict) -> str:
 
 
 def remember_knowledge(store: Store, knowledge: Knowledge) -> str:
+    """Store this version's snapshot; a database that cannot be written now does not stop the service
+    (it answers 503 and is not ready until fixed): the snapshot is then stored at the next start."""
     data = snapshot(knowledge)
     value = digest(data)
-    knowledge_versions.remember(store, knowledge.version, value, data)
+    try:
+        knowledge_versions.remember(store, knowledge.version, value, data)
+    except DatabaseUnavailable as error:
+        log.warning("knowledge snapshot not stored: %s", error)
     return value
 
 
