@@ -322,7 +322,7 @@ class FhirClient:
         headers = _headers(access_token)
         url = f"{origin.url()}/{query}"
         first = self._get_json(url, headers, resource_type)
-        next_url = _next_link(first)
+        next_url = next_link(first)
         if first.get("resourceType") != "Bundle" or next_url is None:
             return first
         pages = self._read_pages(origin, headers, resource_type, next_url, seen={url})
@@ -372,7 +372,7 @@ class FhirClient:
                 raise FhirFetchFailed(f"FHIR {resource_type} search: a next page is not a Bundle")
             entries.extend(_entries(page))
             pages += 1
-            next_url = _next_link(page)
+            next_url = next_link(page)
         return Pages(entries, None, None)
 
     def _get_json(self, url: str, headers: dict[str, str], resource_type: str) -> dict:
@@ -451,10 +451,11 @@ def _headers(access_token: Any) -> dict[str, str]:
     return headers
 
 
-def _next_link(bundle: dict) -> str | None:
-    if bundle.get("resourceType") != "Bundle":
+def next_link(value: Any) -> str | None:
+    """The ``link[next]`` URL of a Bundle (a plain dict or a decoded object), else ``None``."""
+    if member(value, "resourceType") != "Bundle":
         return None
-    links = bundle.get("link")
+    links = member(value, "link")
     if not isinstance(links, list):
         return None
     for link in links:
@@ -462,6 +463,13 @@ def _next_link(bundle: dict) -> str | None:
             url = link.get("url")
             return url if isinstance(url, str) and url else None
     return None
+
+
+def member(value: Any, name: str) -> Any:
+    """An element of a resource held as a dict (fetched JSON) or as a decoded object (the request's)."""
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
 
 
 def _entries(bundle: dict) -> list:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from cds_service.ehr.fhir_client import FhirClient, Pages
+from cds_service.ehr.fhir_client import FhirClient, Pages, member, next_link
 from cds_service.errors import FhirFetchFailed, FhirServerNotAllowed, PrefetchUnavailable
 from cds_service.hooks.prefetch import find_missing_prefetch, render_template
 
@@ -72,32 +72,11 @@ def complete_prefetch(
     return result
 
 
-def next_link(value: Any) -> str | None:
-    """The ``link[next]`` URL of a Bundle (a plain dict or a decoded object), else ``None``."""
-    if _member(value, "resourceType") != "Bundle":
-        return None
-    links = _member(value, "link")
-    if not isinstance(links, list):
-        return None
-    for link in links:
-        if isinstance(link, dict) and link.get("relation") == "next":
-            url = link.get("url")
-            return url if isinstance(url, str) and url else None
-    return None
-
-
-def _member(value: Any, name: str) -> Any:
-    """An element of a resource held as a dict (fetched JSON) or as a decoded object (the request's)."""
-    if isinstance(value, dict):
-        return value.get(name)
-    return getattr(value, name, None)
-
-
 def _joined(first_page: Any, more_entries: list) -> dict:
     """One searchset Bundle: the prefetched page's entries followed by those of the pages read after it."""
-    entries = _member(first_page, "entry")
+    entries = member(first_page, "entry")
     merged: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    total = _member(first_page, "total")
+    total = member(first_page, "total")
     if total is not None:
         merged["total"] = total
     merged["entry"] = (list(entries) if isinstance(entries, list) else []) + more_entries
