@@ -5,6 +5,9 @@
 # browser download comes from a CDN that CI cannot reach, so it is never used: the test launches
 # /usr/bin/chromium. Quick and silent when Chromium and the fonts are already installed.
 set -euo pipefail
+CI_SCRIPT=browser.sh
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CHROMIUM=/usr/bin/chromium
 # DejaVu covers the sandbox's rating symbols (check mark, warning sign); Liberation gives the
@@ -23,24 +26,8 @@ if [[ ${#missing[@]} -eq 0 && -x "$CHROMIUM" ]]; then
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "browser.sh: missing ${missing[*]} and no apt-get; install Chromium at $CHROMIUM" >&2
-  exit 1
-fi
-
-SUDO=""
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "browser.sh: need root (or sudo) to install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
-
-echo "browser.sh: installing ${missing[*]} with apt-get"
-$SUDO apt-get update -q
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends "${missing[@]}"
+ci_apt_prepare "${missing[*]}" "missing ${missing[*]} and no apt-get; install Chromium at $CHROMIUM"
+ci_apt_install "${missing[@]}"
 
 if [[ ! -x "$CHROMIUM" ]]; then
   echo "browser.sh: apt-get installed chromium but $CHROMIUM is missing" >&2

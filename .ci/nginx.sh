@@ -7,28 +7,16 @@
 # site shipped by Debian is never used. Idempotent: does nothing when nginx is on PATH or in
 # /usr/sbin already.
 set -euo pipefail
+CI_SCRIPT=nginx.sh
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
   echo "nginx.sh: nginx found ($(command -v nginx || echo /usr/sbin/nginx))"
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "nginx.sh: no nginx and no apt-get; install nginx (>= 1.18) by other means" >&2
-  exit 1
-fi
-
-SUDO=""
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "nginx.sh: need root (or sudo) to install nginx" >&2
-    exit 1
-  fi
-fi
-
-APT=(apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+ci_apt_prepare nginx "no nginx and no apt-get; install nginx (>= 1.18) by other means"
 
 # Keep the package's post-install script from starting a system nginx on port 80.
 policy=/usr/sbin/policy-rc.d
@@ -41,14 +29,12 @@ fi
 cleanup() { if [[ -n "$own_policy" ]]; then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-echo "nginx.sh: installing nginx with apt-get"
-$SUDO apt-get update -q
 # nginx-light (a smaller build) where the distribution still has it, else nginx; both include
 # the core modules the shipped configuration needs (proxy, limit_conn, limit_req).
 if apt-cache show nginx-light >/dev/null 2>&1; then
-  $SUDO env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends nginx-light
+  ci_apt_install nginx-light
 else
-  $SUDO env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends nginx
+  ci_apt_install nginx
 fi
 
 if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then

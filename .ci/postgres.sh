@@ -5,6 +5,9 @@
 # so this script only installs them; it does not create or start a cluster. Skipped when
 # CDS_TEST_POSTGRES_URL names an existing server or when binaries are already installed.
 set -euo pipefail
+CI_SCRIPT=postgres.sh
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -n "${CDS_TEST_POSTGRES_URL:-}" ]]; then
   echo "postgres.sh: using CDS_TEST_POSTGRES_URL; nothing to install"
@@ -33,34 +36,15 @@ if bindir="$(find_bindir)"; then
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "postgres.sh: no PostgreSQL server binaries and no apt-get; install PostgreSQL or set CDS_TEST_POSTGRES_URL" >&2
-  exit 1
-fi
-
-SUDO=""
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "postgres.sh: need root (or sudo) to install PostgreSQL" >&2
-    exit 1
-  fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-APT=(apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-
-echo "postgres.sh: installing PostgreSQL with apt-get"
-$SUDO apt-get update -q
+ci_apt_prepare PostgreSQL "no PostgreSQL server binaries and no apt-get; install PostgreSQL or set CDS_TEST_POSTGRES_URL"
 # postgresql-common first, so that the packaged "main" cluster is not created (and started):
 # the tests run their own cluster on a free port.
-$SUDO env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends postgresql-common
+ci_apt_install postgresql-common
 if [[ -f /etc/postgresql-common/createcluster.conf ]]; then
   $SUDO sed -i -E 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
     /etc/postgresql-common/createcluster.conf
 fi
-$SUDO env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends postgresql
+ci_apt_install postgresql
 
 if bindir="$(find_bindir)"; then
   echo "postgres.sh: PostgreSQL server binaries installed in $bindir"
