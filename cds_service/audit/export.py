@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence, TextIO
 
@@ -86,60 +87,89 @@ def write_export(tx: Tx, what: str, fmt: str, out: TextIO, since: datetime | Non
     ``since`` keeps decisions decided (feedback received) at or after that instant.
     """
     check_export_request(what, fmt)
-    fields = DECISION_FIELDS if what == "decisions" else FEEDBACK_FIELDS
-    rows_of = _decision_rows if what == "decisions" else _feedback_rows
-    writer = _CsvOut(out, fields) if fmt == "csv" else _JsonOut(out)  # nothing written before connecting
+    table = _DECISIONS if what == "decisions" else _FEEDBACK
+    writer = _CsvOut(out, table.fields) if fmt == "csv" else _JsonOut(out)  # nothing written before connecting
     count = 0
-    for row in rows_of(tx, since):
+    for row in _rows(tx, table, since):
         writer.write(row)
         count += 1
     writer.finish()
     return count
 
 
-def _decision_rows(tx: Tx, since: datetime | None) -> Iterator[dict]:
-    sql = ("SELECT d.id, d.decided_at, d.service_id, d.hook, d.hook_instance, d.patient_hash, "
-           "d.order_codes, d.order_ref, d.scenario_id, d.rating, d.pama_rating, d.outcome, "
-           "d.knowledge_version, d.consult_id, d.latency_ms, d.instance, "
-           "c.uuid, c.indicator, c.summary, c.suggestion_uuids "
-           "FROM decisions d LEFT JOIN cards c ON c.decision_id = d.id")
-    params: tuple = ()
+@dataclass(frozen=True)
+class _Table:
+    """How one export is read: its query and how the stored columns become the exported values."""
+
+    fields: tuple[str, ...]
+    #: ``SELECT … FROM …``: one column per field in ``fields`` order (``cards`` excepted), then,
+    #: for decisions, the columns of one card (:data:`CARD_FIELDS`), one result row per card.
+    select: str
+    since_column: str
+    order_by: str
+    instants: tuple[str, ...] = ()    # stored timestamps, exported as UTC ISO-8601
+    json_lists: tuple[str, ...] = ()  # stored as JSON text
+    flags: tuple[str, ...] = ()       # stored as 0/1
+    with_cards: bool = False
+
+
+#: The columns of a card in a decision export's ``cards`` list (the last, ``suggestion_uuids``, JSON text).
+CARD_FIELDS = ("uuid", "indicator", "summary", "suggestion_uuids")
+
+_DECISIONS = _Table(
+    fields=DECISION_FIELDS,
+    select=("SELECT d.id, d.decided_at, d.service_id, d.hook, d.hook_instance, d.patient_hash, "
+            "d.order_codes, d.order_ref, d.scenario_id, d.rating, d.pama_rating, d.outcome, "
+            "d.knowledge_version, d.consult_id, d.latency_ms, d.instance, "
+            "c.uuid, c.indicator, c.summary, c.suggestion_uuids "
+            "FROM decisions d LEFT JOIN cards c ON c.decision_id = d.id"),
+    since_column="d.decided_at", order_by="d.decided_at, d.id, c.position",
+    instants=("decided_at",), json_lists=("order_codes",), with_cards=True,
+)
+
+_FEEDBACK = _Table(
+    fields=FEEDBACK_FIELDS,
+    # Feedback that arrived before its decision was stored is resolved here, late.
+    select=("SELECT f.id, f.received_at, f.service_id, f.card_uuid, f.outcome, f.outcome_timestamp, "
+            "f.accepted_suggestions, f.override_reason_system, f.override_reason_code, "
+            "f.override_reason_display, f.has_user_comment, COALESCE(f.decision_id, c.decision_id), "
+            "COALESCE(f.hook_instance, d.hook_instance), f.instance "
+            "FROM feedback f LEFT JOIN cards c ON c.uuid = f.card_uuid "
+            "LEFT JOIN decisions d ON d.id = c.decision_id"),
+    since_column="f.received_at", order_by="f.received_at, f.id",
+    instants=("received_at", "outcome_timestamp"), json_lists=("accepted_suggestions",), flags=("has_user_comment",),
+)
+
+
+def _rows(tx: Tx, table: _Table, since: datetime | None) -> Iterator[dict]:
+    """The export's rows, oldest first, streamed; a decision's cards are gathered from its
+    consecutive result rows (the query orders them by decision)."""
+    sql, params = table.select, ()
     if since is not None:
-        sql += " WHERE d.decided_at >= ?"
-        params = (tx.ts(since),)
-    sql += " ORDER BY d.decided_at, d.id, c.position"
+        sql, params = f"{sql} WHERE {table.since_column} >= ?", (tx.ts(since),)
+    sql += f" ORDER BY {table.order_by}"
+    columns = [name for name in table.fields if name != "cards"]
     current: dict | None = None
     for r in tx.stream(sql, params):
         if current is None or current["id"] != r[0]:
             if current is not None:
                 yield current
-            current = dict(zip(DECISION_FIELDS[:16], r[:16]))
-            current["decided_at"] = iso_utc(tx.from_ts(r[1]))
-            current["order_codes"] = json.loads(r[6])
-            current["cards"] = []
-        if r[16] is not None:
-            current["cards"].append({"uuid": r[16], "indicator": r[17], "summary": r[18],
-                                     "suggestion_uuids": json.loads(r[19])})
+            current = _exported(tx, table, dict(zip(columns, r)))
+        if table.with_cards and r[len(columns)] is not None:
+            card = dict(zip(CARD_FIELDS, r[len(columns):]))
+            card["suggestion_uuids"] = json.loads(card["suggestion_uuids"])
+            current["cards"].append(card)
     if current is not None:
         yield current
 
-def _feedback_rows(tx: Tx, since: datetime | None) -> Iterator[dict]:
-    # Feedback that arrived before its decision was stored is resolved here, late.
-    sql = ("SELECT f.id, f.received_at, f.service_id, f.card_uuid, f.outcome, f.outcome_timestamp, "
-           "f.accepted_suggestions, f.override_reason_system, f.override_reason_code, "
-           "f.override_reason_display, f.has_user_comment, COALESCE(f.decision_id, c.decision_id), "
-           "COALESCE(f.hook_instance, d.hook_instance), f.instance "
-           "FROM feedback f LEFT JOIN cards c ON c.uuid = f.card_uuid "
-           "LEFT JOIN decisions d ON d.id = c.decision_id")
-    params: tuple = ()
-    if since is not None:
-        sql += " WHERE f.received_at >= ?"
-        params = (tx.ts(since),)
-    sql += " ORDER BY f.received_at, f.id"
-    for r in tx.stream(sql, params):
-        row = dict(zip(FEEDBACK_FIELDS, r))
-        row["received_at"] = iso_utc(tx.from_ts(r[1]))
-        row["outcome_timestamp"] = iso_utc(tx.from_ts(r[5]))
-        row["accepted_suggestions"] = json.loads(r[6])
-        row["has_user_comment"] = bool(r[10])
-        yield row
+
+def _exported(tx: Tx, table: _Table, row: dict) -> dict:
+    for name in table.instants:
+        row[name] = iso_utc(tx.from_ts(row[name]))
+    for name in table.json_lists:
+        row[name] = json.loads(row[name])
+    for name in table.flags:
+        row[name] = bool(row[name])
+    if table.with_cards:
+        row["cards"] = []
+    return row
