@@ -113,19 +113,6 @@ def encoded(bent: tuple[Any, list]) -> bytes:
     return raw if len(raw) <= MAX_BODY_BYTES else b'{"hook": "too-big-for-the-fuzzer"}'
 
 
-@st.composite
-def hook_calls(draw) -> tuple[str, bytes]:
-    """(service id, body bytes)."""
-    service_id, body = draw(valid_hook_bodies())
-    how = draw(st.sampled_from(["types", "types", "types", "deep", "huge", "bytes"]))
-    if how == "bytes":
-        raw = json.dumps(body).encode()
-        cut = draw(st.integers(min_value=0, max_value=len(raw)))
-        return service_id, raw[:cut] + draw(st.binary(max_size=20))
-    extra = {"types": json_values, "deep": deep_values, "huge": huge_arrays}[how]
-    return service_id, encoded(_bent(draw, body, extra))
-
-
 def valid_feedback_entry(card: str | None = None) -> dict:
     return {"card": card or str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-21T08:13:37Z",
             "overrideReason": {"reason": {"code": "patient-preference", "system": "http://example.org/override"},
@@ -133,16 +120,35 @@ def valid_feedback_entry(card: str | None = None) -> dict:
 
 
 @st.composite
-def feedback_calls(draw) -> tuple[str, bytes]:
+def valid_feedback_bodies(draw) -> tuple[str, dict]:
+    """(service id, body): one accepted card and up to two overridden ones."""
     entries = [valid_feedback_entry() for _ in range(draw(st.integers(min_value=1, max_value=3)))]
     entries[0] = {"card": entries[0]["card"], "outcome": "accepted", "outcomeTimestamp": "2026-11-21T08:13:37.5+01:00",
                   "acceptedSuggestions": [{"id": str(uuid.uuid4())}]}
-    body: Any = {"feedback": entries}
-    how = draw(st.sampled_from(["types", "types", "deep", "huge", "bytes"]))
+    return draw(st.sampled_from([SELECT_ID, SIGN_ID])), {"feedback": entries}
+
+
+#: What a POST goes to: its valid bodies, the path of a service id, and how often each way of
+#: bending a body is drawn (member types most often, for hooks most of all).
+POST_TARGETS = {
+    "hook": (valid_hook_bodies, "/cds-services/{}", ("types", "types", "types", "deep", "huge", "bytes")),
+    "feedback": (valid_feedback_bodies, "/cds-services/{}/feedback", ("types", "types", "deep", "huge", "bytes")),
+}
+
+
+@st.composite
+def posted_calls(draw, target: str) -> tuple[str, bytes]:
+    """(path, body bytes) for a POST to a hook service (``target="hook"``) or its feedback endpoint
+    (``"feedback"``): a valid body bent (:func:`_bent`), or cut anywhere and followed by random bytes."""
+    valid_bodies, path, ways = POST_TARGETS[target]
+    service_id, body = draw(valid_bodies())
+    how = draw(st.sampled_from(ways))
     if how == "bytes":
-        return draw(st.sampled_from([SELECT_ID, SIGN_ID])), draw(st.binary(max_size=60))
+        raw = json.dumps(body).encode()
+        cut = draw(st.integers(min_value=0, max_value=len(raw)))
+        return path.format(service_id), raw[:cut] + draw(st.binary(max_size=40))
     extra = {"types": json_values, "deep": deep_values, "huge": huge_arrays}[how]
-    return draw(st.sampled_from([SELECT_ID, SIGN_ID])), encoded(_bent(draw, body, extra))
+    return path.format(service_id), encoded(_bent(draw, body, extra))
 
 
 # requests refuses header values with leading whitespace (a client-side error, not a finding).
