@@ -549,7 +549,7 @@ def test_relevance_filter_drops_facts_without_a_relevant_code_and_keeps_order_re
         (FactKind.OBSERVATION, "Observation/cea"),
         (FactKind.IMAGING, "DiagnosticReport/dr-1"),
         (FactKind.FINDING, "DiagnosticReport/dr-1"),          # the unknown conclusion code is dropped
-        (FactKind.ORDER_REASON, "ServiceRequest/example-request-id"),
+        (FactKind.ORDER_REASON, "ServiceRequest.reasonCode"),
     ]
     # Kept facts are read in full, exactly as without the filter.
     unfiltered = extract_chart_facts({"chart": bundle(*resources)}, order, TODAY)
@@ -573,7 +573,7 @@ def test_order_reasons_become_facts_dated_today():
     chart = extract_chart_facts(None, order, TODAY)
     assert [f.kind for f in chart.facts] == [FactKind.ORDER_REASON] * 2
     assert {f.date for f in chart.facts} == {TODAY}
-    assert {f.source for f in chart.facts} == {"ServiceRequest/example-request-id"}
+    assert {f.source for f in chart.facts} == {"ServiceRequest.reasonCode"}
     assert chart.facts[0].text == "Pain in pelvis"
 
 

@@ -348,9 +348,16 @@ _READERS: dict[str, Reader] = {
 }
 
 
+#: ``ClinicalFact.source`` of a draft order's reasons.
+ORDER_REASON_SOURCE = "ServiceRequest.reasonCode"
+
+
 def order_reason_facts(order: DraftOrder, today: date) -> tuple[ClinicalFact, ...]:
-    """Each reasonCode coding of the draft order as an ORDER_REASON fact dated ``today``."""
-    source = order.reference or "ServiceRequest"
-    return tuple(ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=source, date=today,
+    """Each reasonCode coding of the draft order as an ORDER_REASON fact dated ``today``.
+
+    The source names the element, not the order: such a fact only ever sits beside the order it
+    belongs to, and two orders giving the same reasons then have equal facts (an order-sign's
+    orders share one evaluation, reasoning.engine.assess_orders)."""
+    return tuple(ClinicalFact(kind=FactKind.ORDER_REASON, codes=(code,), source=ORDER_REASON_SOURCE, date=today,
                               text=code.display)
                  for code in order.reason_codes)

@@ -99,8 +99,16 @@ def assess_orders(orders: list[DraftOrder], chart: ChartFacts, knowledge: Knowle
         return [_assess(orders[0], CriteriaEvaluator(replace(chart, facts=chart.facts + reasons), knowledge),
                         knowledge, True)]
     shared = CriteriaEvaluator(chart, knowledge)
-    return [_assess(order, shared.for_order(order_reason_facts(order, chart.today)), knowledge, True)
-            for order in orders]
+    # Orders giving the same reasons (an order-sign's studies usually share one) see the same facts,
+    # so they share one view, its memo and what is derived from it.
+    views: dict[tuple, CriteriaEvaluator] = {}
+    assessed = []
+    for order in orders:
+        view = views.get(order.reason_codes)
+        if view is None:
+            view = views[order.reason_codes] = shared.for_order(order_reason_facts(order, chart.today))
+        assessed.append(_assess(order, view, knowledge, True))
+    return assessed
 
 
 def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledge, use_index: bool) -> OrderAssessment:
@@ -112,11 +120,13 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, ordered=candidates[0], reason=NO_SCENARIO)
     scenario, matched = selected
 
-    ratings = applicable_ratings(scenario, evaluator)
+    # What depends on the scenario and the chart only is derived once per evaluator: the orders of
+    # an order-sign that share one (same reasons) and land in one scenario share these.
+    ratings = evaluator.derived(("ratings", scenario.id), lambda: applicable_ratings(scenario, evaluator))
     ordered = choose_ordered_procedure(order, candidates, scenario, ratings, knowledge)
-    contraindications = active_contraindications(evaluator, knowledge)
+    contraindications = evaluator.derived("contraindications", lambda: active_contraindications(evaluator, knowledge))
     blocked_by = blocking(ordered, contraindications)
-    table = rating_table(ratings, knowledge)
+    table = evaluator.derived(("table", scenario.id), lambda: rating_table(ratings, knowledge))
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
     recommended = None
     in_scenario = ordered.id in knowledge.compiled.procedures_of[scenario.id]
@@ -134,7 +144,7 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         recommended=recommended,
         recommend_cancel=should_recommend_cancel(scenario, rating, table, contraindications),
         study_in_scenario=in_scenario,
-        evidence=scenario_evidence(matched),
+        evidence=evaluator.derived(("evidence", scenario.id), lambda: scenario_evidence(matched)),
         contraindications=contraindications,
         ordered_blocked_by=blocked_by,
         table=table,
