@@ -3,12 +3,9 @@ Argonaut PAMA extensions (rating, consult id, qualified CDS mechanism consulted,
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 
 from cds_service import codes
-from cds_service.hooks.response import Action
+from cds_service.hooks.response import Action, JsonObject, without_nulls
 from cds_service.kb.model import Appropriateness, Procedure, Scenario, normalise_code
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
 
@@ -35,15 +32,9 @@ def rating_extensions(
     return extensions
 
 
-def _json_copy(value: Any) -> Any:
-    """A deep copy of decoded JSON: a JSON round trip is several times faster than ``deepcopy``
-    (msgspec's, because it keeps integers of any size, as the request's decoder does)."""
-    return msgspec.json.decode(msgspec.json.encode(value))
-
-
-def with_extensions(resource: dict, extensions: list[dict]) -> dict:
+def with_extensions(resource: dict, extensions: list[dict]) -> JsonObject:
     """A copy of ``resource`` whose earlier PAMA extensions are replaced by ``extensions``."""
-    updated = _json_copy(resource)
+    updated = without_nulls(resource)  # a copy: the response never writes into the request
     earlier = updated.get("extension")
     # An ``extension`` that is not an array of objects is not FHIR: it is left out of the answer
     # (the chart reader noted it), never iterated (a string would become one item per character).

@@ -16,12 +16,36 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+class JsonObject(dict):
+    """A JSON object already fit to send (no ``null`` member at any depth): ``to_json`` keeps it as
+    it is instead of walking it again. Made by :func:`without_nulls`."""
+
+
+def without_nulls(value: Any) -> Any:
+    """A copy of decoded JSON without ``null`` object members (kept in arrays, as ``to_json`` does);
+    an object comes back as a :class:`JsonObject`. An echoed FHIR resource is copied this way once."""
+    if type(value) is dict or type(value) is JsonObject:
+        return JsonObject({key: _copy_without_nulls(item) for key, item in value.items() if item is not None})
+    return _copy_without_nulls(value)
+
+
+def _copy_without_nulls(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict or kind is JsonObject:
+        return {key: _copy_without_nulls(item) for key, item in value.items() if item is not None}
+    if kind is list:
+        return [_copy_without_nulls(item) for item in value]
+    return value
+
+
 def to_json(value: Any) -> Any:
     """Dataclasses → dicts with camelCase keys, without ``None``/empty values."""
     if isinstance(value, _SCALARS):
         return value
     names = _JSON_NAMES.get(type(value))
     if names is None:
+        if type(value) is JsonObject:
+            return value
         if isinstance(value, (list, tuple)):
             return [to_json(v) for v in value]
         if isinstance(value, dict):
