@@ -3,11 +3,11 @@ Argonaut PAMA extensions (rating, consult id, qualified CDS mechanism consulted,
 
 from __future__ import annotations
 
-
 from cds_service import codes
 from cds_service.hooks.response import Action, JsonObject, without_nulls
 from cds_service.kb.model import Appropriateness, Procedure, Scenario, normalise_code
 from cds_service.reasoning.assessment import OrderAssessment, Outcome
+
 
 def pama_code_of(assessment: OrderAssessment) -> str:
     if assessment.outcome is Outcome.RATED and assessment.rating:
