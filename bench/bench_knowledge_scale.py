@@ -8,8 +8,8 @@ side by side in alternating rounds (``bench/bench_http.py``'s machinery):
 * the three request shapes of bench_http (a: sandbox-shaped order-select, b: 301-resource
   order-select, c: 10-order order-sign) against the base knowledge, with N = 1,000 and 10,000
   extra variants, and against the minimal Flask app; answers must be identical to the base's;
-* the FHIR fallback: case (b) with no prefetch, from a loopback FHIR server that adds 20 ms to
-  every query (``--fhir-delay-ms``);
+* the FHIR fallback: case (b) with no prefetch, from a loopback FHIR server that answers every
+  query in 20 ms (``--fhir-delay-ms``; bench/canned_fhir_server.py), beside case (b) prefetched;
 * start-up: loading the knowledge with N extra variants, with a cold and a warm validation cache,
   and the time from starting gunicorn to ``/ready`` with a warm cache.
 
@@ -197,22 +197,29 @@ def run_scale(n: int, workdir: Path, args) -> None:
 
 
 def run_fallback(workdir: Path, args) -> None:
+    """Case (b) with no prefetch, the chart fetched from a FHIR server answering every query in
+    ``--fhir-delay-ms`` (bench/canned_fhir_server.py), alternating with case (b) prefetched: the
+    difference is what fetching costs us beyond the wait for the FHIR server."""
+    from bench.canned_fhir_server import CannedFhirServer
     from cds_service.devtools.fixture_fhir_server import FixtureFhirServer
+    from cds_service.hooks.services import discovery_document
 
     resources, origin = chart_resources(date.today(), args.chart)
-    with FixtureFhirServer(resources) as fhir:
-        fhir.configure("/", delay_seconds=args.fhir_delay_ms / 1000)
+    prefetched = build_cases(discovery_document(), date.today(), args.chart)[0][1]
+    with FixtureFhirServer(resources) as fixture, CannedFhirServer(fixture.base_url, args.fhir_delay_ms / 1000) as fhir:
         server = Server("cds_service.server.wsgi:app", workdir, args.workers,
                         {"CDS_MODE": "development", "CDS_LOG_LEVEL": "WARNING",
                          "CDS_DATABASE_URL": f"sqlite:///{workdir}/fallback.sqlite3"})
         try:
             server.wait_ready()
-            case = fallback_case(fhir.base_url)
-            results = run_interleaved({"ours": server.base}, [case], args)
+            results = run_interleaved({"ours": server.base}, [fallback_case(fhir.base_url), prefetched], args)
         finally:
             server.stop()
-    print(f"\n=== FHIR fallback, {args.fhir_delay_ms} ms per query, chart {origin}")
+    print(f"\n=== FHIR fallback, FHIR server answering each query in {args.fhir_delay_ms} ms, chart {origin}")
     print_results("ours", results["ours"])
+    fetched, given = results["ours"]
+    print(f"fallback p50 {fetched.p50:.2f} ms = prefetched p50 {given.p50:.2f} ms + {fetched.p50 - given.p50:.2f} ms "
+          f"(one wave of queries would add ~{args.fhir_delay_ms} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:

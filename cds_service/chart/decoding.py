@@ -12,7 +12,8 @@ absent reads as ``None``, as ``dict.get`` would give it.
 
 Two ways in, one representation:
 
-* ``protocol.request.decode_hook_body`` decodes the request body straight into these types;
+* ``hooks.request.decode_hook_body`` decodes the request body straight into these types, and
+  :func:`decode_fhir_json` what the FHIR server answers (the app gives it to ``ehr.FhirClient``);
 * :func:`as_fhir_objects` converts JSON that is already plain Python (resources fetched from the
   FHIR server, a body the typed decoder did not accept, tests) the same way.
 
@@ -148,6 +149,15 @@ class FhirObject(_Element):
 
 #: Any JSON value, with objects read as FhirObjects (at the levels where FHIR puts resources).
 AnyJsonValue = Union[FhirObject, list, str, int, float, bool, None]
+
+
+_FHIR_JSON = msgspec.json.Decoder(AnyJsonValue)
+
+
+def decode_fhir_json(raw: bytes) -> Any:
+    """A FHIR server's answer (bytes) straight into these types; raises ``msgspec.DecodeError``
+    for bytes that are not JSON."""
+    return _FHIR_JSON.decode(raw)
 
 
 def as_fhir_objects(value: Any) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Any, Callable, Hashable, Iterable
+from typing import Callable, Iterable
 
 from cds_service.chart.facts import ChartFacts, ClinicalFact, FactKind, MarkerTrend
 from cds_service.kb.compiled import ANY_REASON
@@ -131,7 +131,6 @@ class CriteriaEvaluator:
         self._by_valueset: dict[tuple[str, FactKind], tuple[ClinicalFact, ...]] = {}
         self._results: dict[int, tuple[Criterion, CriterionResult]] = {}
         self._resolving: list[str] = []
-        self._derived: dict[Hashable, Any] = {}
         self._handlers: dict[str, Callable[[Criterion], CriterionResult]] = {
             "all": self._all,
             "any": self._any,
@@ -164,21 +163,12 @@ class CriteriaEvaluator:
 
     def valuesets_present(self) -> frozenset[str]:
         """Value sets holding at least one (non-void) fact of this chart: what gates scenarios."""
-        if self._present is None:
-            if self._shared is not None:  # an order's reasons are never void
-                self._present = self._shared.valuesets_present() | (self._order_valuesets - {ANY_REASON})
-            else:
-                self._build_indexes()
-                self._present = frozenset(valueset_id for valueset_id, _ in self._by_valueset)
+        if self._present is None and self._shared is not None:  # an order's reasons are never void
+            self._present = self._shared.valuesets_present() | (self._order_valuesets - {ANY_REASON})
+        elif self._present is None:
+            self._build_indexes()
+            self._present = frozenset(valueset_id for valueset_id, _ in self._by_valueset)
         return self._present
-
-    def derived(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """``compute()``, once per key for this evaluator: what callers derive from its criteria
-        alone (a scenario's rating table, the plausible scenarios) is the same for every order
-        that shares the evaluator, and dies with it like the criterion memo."""
-        if key not in self._derived:
-            self._derived[key] = compute()
-        return self._derived[key]
 
     # -- entry point ---------------------------------------------------------------------------
 

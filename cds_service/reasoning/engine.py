@@ -101,17 +101,27 @@ def assess_orders(orders: list[DraftOrder], chart: ChartFacts, knowledge: Knowle
     shared = CriteriaEvaluator(chart, knowledge)
     # Orders giving the same reasons (an order-sign's studies usually share one) see the same facts,
     # so they share one view, its memo and what is derived from it.
-    views: dict[tuple, CriteriaEvaluator] = {}
+    views: dict[tuple, tuple[CriteriaEvaluator, dict]] = {}
     assessed = []
     for order in orders:
-        view = views.get(order.reason_codes)
-        if view is None:
-            view = views[order.reason_codes] = shared.for_order(order_reason_facts(order, chart.today))
-        assessed.append(_assess(order, view, knowledge, True))
+        if order.reason_codes not in views:
+            views[order.reason_codes] = (shared.for_order(order_reason_facts(order, chart.today)), {})
+        view, derived = views[order.reason_codes]
+        assessed.append(_assess(order, view, knowledge, True, derived))
     return assessed
 
 
-def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledge, use_index: bool) -> OrderAssessment:
+def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledge, use_index: bool,
+            derived: dict | None = None) -> OrderAssessment:
+    """``derived`` holds, for the orders sharing ``evaluator``, what depends on the chart and the
+    scenario only (ratings, table, evidence, contraindications), so each is worked out once."""
+    derived = {} if derived is None else derived
+
+    def once(key, compute):
+        if key not in derived:
+            derived[key] = compute()
+        return derived[key]
+
     candidates = meant_by_order(order, knowledge.procedures_for(order.codes))
     if not candidates:
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, reason=NOT_IN_CATALOGUE)
@@ -120,13 +130,11 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         return OrderAssessment(order=order, outcome=Outcome.NOT_RATED, ordered=candidates[0], reason=NO_SCENARIO)
     scenario, matched = selected
 
-    # What depends on the scenario and the chart only is derived once per evaluator: the orders of
-    # an order-sign that share one (same reasons) and land in one scenario share these.
-    ratings = evaluator.derived(("ratings", scenario.id), lambda: applicable_ratings(scenario, evaluator))
+    ratings = once(("ratings", scenario.id), lambda: applicable_ratings(scenario, evaluator))
     ordered = choose_ordered_procedure(order, candidates, scenario, ratings, knowledge)
-    contraindications = evaluator.derived("contraindications", lambda: active_contraindications(evaluator, knowledge))
+    contraindications = once("contraindications", lambda: active_contraindications(evaluator, knowledge))
     blocked_by = blocking(ordered, contraindications)
-    table = evaluator.derived(("table", scenario.id), lambda: rating_table(ratings, knowledge))
+    table = once(("table", scenario.id), lambda: rating_table(ratings, knowledge))
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
     recommended = None
     in_scenario = ordered.id in knowledge.compiled.procedures_of[scenario.id]
@@ -144,7 +152,7 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         recommended=recommended,
         recommend_cancel=should_recommend_cancel(scenario, rating, table, contraindications),
         study_in_scenario=in_scenario,
-        evidence=evaluator.derived(("evidence", scenario.id), lambda: scenario_evidence(matched)),
+        evidence=once(("evidence", scenario.id), lambda: scenario_evidence(matched)),
         contraindications=contraindications,
         ordered_blocked_by=blocked_by,
         table=table,

@@ -41,7 +41,7 @@ def select_scenario(
     by_priority = compiled.by_priority
     naming = compiled.naming(procedure.id for procedure in candidates)
     if use_index:
-        plausible = evaluator.derived("plausible", lambda: compiled.plausible(evaluator.valuesets_present()))
+        plausible = compiled.plausible(evaluator.valuesets_present())
         rest = sorted(plausible.difference(naming))
         naming = [rank for rank in naming if rank in plausible]
     else:

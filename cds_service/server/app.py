@@ -13,6 +13,7 @@ from cds_service.security.jwt import JwtVerifier
 from cds_service.config import Settings
 from cds_service.console.knowledge_view import remember_knowledge
 from cds_service.decision import DecisionService
+from cds_service.chart.decoding import decode_fhir_json
 from cds_service.ehr.fhir_client import FhirClient
 from cds_service.kb.model import Knowledge
 from cds_service.kb.loader import load_knowledge
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         max_pages=settings.fhir_max_pages,
         max_response_bytes=settings.fhir_max_response_bytes,
         max_concurrency=settings.fhir_max_concurrency,
+        decode_json=decode_fhir_json,
     )
     decisions = DecisionService(
         settings=settings,
