@@ -156,7 +156,8 @@ def test_seed_a_rising_scc_antigen_without_symptoms(kb):
     "extra, ordered, blocked, recommended",
     [
         ([PACEMAKER], MRI_AP, ["mri-implanted-cardiac-device"], "ct-abdomen-pelvis-w"),
-        ([LOW_EGFR], MRI_AP, ["gadolinium-severe-renal-impairment"], "ct-abdomen-pelvis-w"),
+        # ACR-NKF 2021: a caution (group II agent), not a switch to iodinated CT (test_gadolinium_kidney.py)
+        ([LOW_EGFR], MRI_AP, ["gadolinium-severe-renal-impairment"], None),
         ([PACEMAKER, IODINATED_ALLERGY], MRI_AP, ["mri-implanted-cardiac-device"], "fdg-pet-ct-skull-base-mid-thigh"),
         ([PACEMAKER, IODINATED_ALLERGY], US_PELVIS, [], "fdg-pet-ct-skull-base-mid-thigh"),
         ([IODINATED_ALLERGY], CT_AP, ["iodinated-contrast-allergy"], "mri-abdomen-pelvis-wo-w"),

@@ -62,6 +62,17 @@ def provenance_line(scenario: Scenario, knowledge: Knowledge, evidence_base_url:
     return "_" + " · ".join(parts) + "_"
 
 
+def safety_line(assessment: OrderAssessment) -> str:
+    """The first two safety findings with the fact behind each; the advice of those that touch the
+    ordered study ("use a group II agent"), so a caution says what to do, not only what was found."""
+    shown = assessment.contraindications[:2]
+    touching = {item.contraindication.id for item in assessment.ordered_blocked_by}
+    found = "; ".join(f"{c.contraindication.label} ({', '.join(distinct(c.evidence, 1))})" for c in shown)
+    advice = [c.contraindication.advice for c in shown
+              if c.contraindication.advice and c.contraindication.id in touching]
+    return "**Safety:** " + found + (". " + " ".join(advice) if advice else "")
+
+
 NO_IMAGING = "**Instead:** no imaging now; surveillance imaging is not advised without new symptoms or findings."
 
 
@@ -76,9 +87,7 @@ def order_detail(assessment: OrderAssessment, knowledge: Knowledge, evidence_bas
         lines.append(f"**This order:** {ordered.name} for {title}: {rating_phrase(ordered, assessment.rating)}.")
     lines.append(facts_line(assessment.evidence))
     if assessment.contraindications:
-        lines.append("**Safety:** " + "; ".join(
-            f"{c.contraindication.label} ({', '.join(distinct(c.evidence, 1))})"
-            for c in assessment.contraindications[:2]))
+        lines.append(safety_line(assessment))
     if instead is not None:
         lines.append(f"**Instead:** {instead.procedure.name}: {rating_phrase(instead.procedure, instead)}."
                      + (f" {why_instead}" if why_instead else ""))

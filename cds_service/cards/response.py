@@ -72,6 +72,8 @@ class _Advice:
     cancel: bool = False
     #: Advice of the scenario naming a study outside its rating table (low-value scans: mammography).
     alternative: Recommendation | None = None
+    #: The switch is an option, not the advice (a caution leaves the ordered study possible).
+    optional_switch: bool = False
 
 
 def build_response(
@@ -161,11 +163,25 @@ def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explai
     if assessment.outcome is Outcome.NO_CRITERIA_APPLY and not explained:
         return _unrated_advice(assessment, ordered, phrase)
     if blocked:
-        return _Advice("warning", (f"Check safety: {blocked[0].contraindication.label}",))
+        return _safety_advice(assessment)
     if cards_when_appropriate and rating:
         return _Advice("info", (f"{ordered} is {rating.rating.label} in {phrase}",
                                 f"{ordered} is {rating.rating.label} here"))
     return None
+
+
+def _safety_advice(assessment: OrderAssessment) -> _Advice:
+    """A contraindication touches the ordered study and nothing better is recommended: name it, and
+    where a gadolinium caution leaves a same-region MRI without contrast that the scenario rates
+    Usually Appropriate, offer that too (as an option: a group II agent keeps the order possible)."""
+    label = assessment.ordered_blocked_by[0].contraindication.label
+    alternative = assessment.without_contrast
+    if alternative is None:
+        return _Advice("warning", (f"Check safety: {label}",))
+    name = alternative.procedure.name
+    return _Advice("warning", (f"Check safety: {label}; {name} is also Usually Appropriate",
+                               f"Check safety: {label}; or {name}", f"Check safety: {label}"),
+                   alternative, why_instead="Needs no gadolinium.", optional_switch=True)
 
 
 def _unrated_advice(assessment: OrderAssessment, ordered: str, phrase: str) -> _Advice | None:
@@ -205,7 +221,8 @@ def _main_card(assessment: OrderAssessment, advice: _Advice, context: _Context) 
     suggestions: list[Suggestion] = []
     instead_line = ""
     if advice.instead is not None:
-        suggestions.append(switch_suggestion(assessment, advice.instead.procedure, advice.instead, context.qcdsm_id))
+        switch = switch_suggestion(assessment, advice.instead.procedure, advice.instead, context.qcdsm_id)
+        suggestions.append(replace(switch, is_recommended=False) if advice.optional_switch else switch)
     elif advice.alternative is not None:
         target = context.knowledge.procedures[advice.alternative.suggest]
         suggestions.append(switch_suggestion(assessment, target, None, context.qcdsm_id))

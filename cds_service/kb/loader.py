@@ -197,7 +197,8 @@ def _build(merged: MergedDocuments, base_version: str, extra_versions: list[str]
     valuesets = _build_valuesets(merged)
     contraindications = tuple(
         Contraindication(id=cid, label=c["label"], blocks=tuple(c["blocks"]), when=c["when"],
-                         sources=tuple(c["sources"]), severity=c.get("severity", "block"))
+                         sources=tuple(c["sources"]), severity=c.get("severity", "block"),
+                         advice=c.get("advice"))
         for cid, (_, c) in merged.contraindications.items()
     )
     override_reasons = {code: OverrideReason(code=code, display=o["display"]) for code, (_, o) in merged.override_reasons.items()}

@@ -174,6 +174,9 @@ class Contraindication:
     #: the study stays possible (e.g. pregnancy and ionising radiation). An engine that ignores this
     #: field treats every contraindication as ``block``.
     severity: str = "block"
+    #: What to do about it, own words, shown with the label on the card (a caution names the
+    #: alternative here: "use a group II agent").
+    advice: str | None = None
 
 
 @dataclass(frozen=True)

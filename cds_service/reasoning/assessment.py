@@ -66,6 +66,9 @@ class OrderAssessment:
     contraindications: tuple[ActiveContraindication, ...] = ()
     #: Contraindications that block what the ordered study requires.
     ordered_blocked_by: tuple[ActiveContraindication, ...] = ()
+    #: The same region's MRI without contrast, rated Usually Appropriate here, when a gadolinium
+    #: contraindication touches the ordered MRI (named on the card next to a gadolinium caution).
+    without_contrast: ScanRating | None = None
     #: The scenario's whole rating table, as it applies to this patient (for the card's table).
     table: tuple[ScanRating, ...] = ()
     surveillance: SurveillanceNotice | None = None

@@ -67,6 +67,7 @@ __all__ = [
     "applicable_ratings",
     "active_contraindications",
     "recommend_study",
+    "contrast_free_alternative",
     "is_ruled_out",
     "surveillance_notice",
     "NOT_IN_CATALOGUE",
@@ -136,12 +137,13 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
     blocked_by = blocking(ordered, contraindications)
     table = once(("table", scenario.id), lambda: rating_table(ratings, knowledge))
     rating = _scan_rating(ratings[ordered.id], knowledge) if ordered.id in ratings else None
-    recommended = None
+    recommended = without_contrast = None
     in_scenario = ordered.id in knowledge.compiled.procedures_of[scenario.id]
     if in_scenario:
         # A study outside the scenario's question (a head CT for a fall, in a patient followed for
         # cervical cancer) gets no switch suggestion: the scenario's best study answers another question.
         recommended = recommend_study(scenario, ordered, rating, ratings, contraindications, evaluator, knowledge)
+        without_contrast = contrast_free_alternative(ordered, ratings, contraindications, knowledge)
 
     return OrderAssessment(
         order=order,
@@ -155,6 +157,7 @@ def _assess(order: DraftOrder, evaluator: CriteriaEvaluator, knowledge: Knowledg
         evidence=once(("evidence", scenario.id), lambda: scenario_evidence(matched)),
         contraindications=contraindications,
         ordered_blocked_by=blocked_by,
+        without_contrast=without_contrast,
         table=table,
         surveillance=surveillance_notice(scenario.surveillance, ordered, evaluator, knowledge),
         recommendations=tuple(
@@ -315,14 +318,17 @@ def recommend_study(
 
     We do not nag about an ordered study that is itself Usually Appropriate and not ruled out; an
     order that is ruled out gets the first possible preference even when it is rated Usually
-    Appropriate (MRI with a pacemaker → CT).
+    Appropriate (MRI with a pacemaker → CT). An MRI ruled out only for its gadolinium gets the same
+    region's MRI without contrast first, when the scenario rates it Usually Appropriate
+    (:func:`contrast_free_alternative`), before any iodinated-contrast CT. A study the scenario does
+    not rate (a non-contrast MRI chosen for a patient with failing kidneys) is not steered onto a
+    study that a caution of this chart is about and the order avoids: no suggestion then.
     """
-    if (
-        ordered_rating is not None
-        and ordered_rating.rating is Appropriateness.USUALLY_APPROPRIATE
-        and not is_ruled_out(ordered, active)
-    ):
+    ruled_out = is_ruled_out(ordered, active)
+    if ordered_rating is not None and ordered_rating.rating is Appropriateness.USUALLY_APPROPRIATE and not ruled_out:
         return None
+    if ruled_out and (alternative := contrast_free_alternative(ordered, ratings, active, knowledge)) is not None:
+        return alternative
     for preference in scenario.preferred:
         rating = ratings.get(preference.procedure)
         if rating is None or rating.rating.rank < preference.min_rating.rank:
@@ -330,8 +336,41 @@ def recommend_study(
         procedure = knowledge.procedures[preference.procedure]
         if is_ruled_out(procedure, active) or not evaluator.holds(preference.when):
             continue
+        if ordered_rating is None and _adds_caution(ordered, procedure, active):
+            return None
         return None if procedure.id == ordered.id else _scan_rating(rating, knowledge)
     return None
+
+
+def contrast_free_alternative(
+    ordered: Procedure,
+    ratings: dict[str, ScenarioRating],
+    active: tuple[ActiveContraindication, ...],
+    knowledge: Knowledge,
+) -> ScanRating | None:
+    """The MRI of the ordered study's region without contrast, when a gadolinium contraindication of
+    this chart (block or caution) touches the ordered MRI, the scenario rates that MRI Usually
+    Appropriate for this patient and nothing rules it out; else None. Only a rating of the scenario
+    counts: where the source does not rate a non-contrast MRI (the cervix), none is offered."""
+    if ordered.modality != "MR" or "gadolinium" not in ordered.requires:
+        return None
+    if not any("gadolinium" in item.contraindication.blocks for item in blocking(ordered, active)):
+        return None
+    for procedure_id, rating in ratings.items():
+        procedure = knowledge.procedures[procedure_id]
+        if (procedure.modality == ordered.modality and procedure.body_region == ordered.body_region
+                and "gadolinium" not in procedure.requires
+                and rating.rating is Appropriateness.USUALLY_APPROPRIATE
+                and not is_ruled_out(procedure, active)):
+            return _scan_rating(rating, knowledge)
+    return None
+
+
+def _adds_caution(ordered: Procedure, candidate: Procedure, active: tuple[ActiveContraindication, ...]) -> bool:
+    """Whether a caution of this chart applies to the candidate study but not to the ordered one."""
+    on_ordered = {item.contraindication.id for item in blocking(ordered, active)}
+    return any(item.contraindication.severity == "caution" and item.contraindication.id not in on_ordered
+               for item in blocking(candidate, active))
 
 
 def should_recommend_cancel(
