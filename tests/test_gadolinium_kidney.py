@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from cds_service.cards.response import build_response
+from cds_service.chart.facts import FactKind
 from cds_service.kb.loader import load_knowledge
 from cds_service.kb.model import Appropriateness
 from cds_service.reasoning.assessment import Outcome
@@ -19,7 +21,6 @@ from cds_service.reasoning.engine import assess_order
 
 from .reasoning_kb import chart, condition, draft_order, fact, knowledge_from_dicts, observation, procedure_done
 from .test_reasoning import CERVIX_RECURRENCE, CONTRAINDICATIONS, DEFINITIONS, PROCEDURES, VALUESETS
-from cds_service.chart.facts import FactKind
 
 UA = Appropriateness.USUALLY_APPROPRIATE
 MRI_AP = ("cpt", "74183"), ("cpt", "72197")
@@ -147,3 +148,28 @@ def test_gadolinium_fallback_prefers_a_rated_non_contrast_mri(rates_non_contrast
     result = assess_order(draft_order(*MRI_AP), chart(*mini_chart()), knowledge)
     assert (result.recommended.procedure.id if result.recommended else None) == recommended
     assert (result.without_contrast.procedure.id if result.without_contrast else None) == without_contrast
+
+
+# -- what the clinician reads ----------------------------------------------------------------------------
+
+
+def card_of(kb, facts, codes) -> dict:
+    body, _ = build_response([assess(kb, facts, codes)], kb, qcdsm_id="test-qcdsm")
+    assert len(body["cards"]) == 1
+    return body["cards"][0]
+
+
+def test_cervix_card_names_the_group_ii_agent_and_offers_no_ct(kb):
+    card = card_of(kb, [*cervix_recurrence(), egfr(22, ago=6)], MRI_PELVIS)
+    assert "group II" in card["summary"] and "CT" not in card["summary"]
+    assert "never a group I agent" in card["detail"] and "eGFR 22" in card["detail"]
+    assert not card.get("suggestions")
+
+
+def test_spine_card_offers_the_non_contrast_mri_as_an_option_not_the_advice(kb):
+    card = card_of(kb, [*spine_new_symptoms(), egfr(22, ago=6)], MRI_SPINE)
+    assert "MRI spine without contrast" in card["summary"]
+    assert [(s["label"], s["isRecommended"]) for s in card["suggestions"]] == [
+        ("Switch to MRI spine without contrast", False)]
+    codes = [c["code"] for c in card["suggestions"][0]["actions"][0]["resource"]["code"]["coding"]]
+    assert codes == ["72146"]  # the thoracic MRI without contrast for a thoracic order

@@ -78,7 +78,7 @@ NO_IMAGING = "**Instead:** no imaging now; surveillance imaging is not advised w
 
 def order_detail(assessment: OrderAssessment, knowledge: Knowledge, evidence_base_url: str | None,
                  instead: ScanRating | None, why_instead: str = "", *, no_imaging: bool = False,
-                 instead_line: str = "") -> str:
+                 instead_line: str = "", instead_heading: str = "Instead") -> str:
     """The main card's detail for one rated (or recognised but unrated) order."""
     scenario, ordered = assessment.scenario, assessment.ordered
     lines: list[str] = []
@@ -89,7 +89,7 @@ def order_detail(assessment: OrderAssessment, knowledge: Knowledge, evidence_bas
     if assessment.contraindications:
         lines.append(safety_line(assessment))
     if instead is not None:
-        lines.append(f"**Instead:** {instead.procedure.name}: {rating_phrase(instead.procedure, instead)}."
+        lines.append(f"**{instead_heading}:** {instead.procedure.name}: {rating_phrase(instead.procedure, instead)}."
                      + (f" {why_instead}" if why_instead else ""))
     elif instead_line:
         lines.append(f"**Instead:** {instead_line}")

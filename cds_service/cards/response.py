@@ -232,7 +232,8 @@ def _main_card(assessment: OrderAssessment, advice: _Advice, context: _Context) 
     if advice.cancel:
         suggestions.append(cancel_suggestion(assessment, recommended=not suggestions))
     detail = order_detail(assessment, context.knowledge, context.evidence_base_url, advice.instead,
-                          advice.why_instead, no_imaging=advice.cancel, instead_line=instead_line)
+                          advice.why_instead, no_imaging=advice.cancel, instead_line=instead_line,
+                          instead_heading="Or" if advice.optional_switch else "Instead")
     summaries = advice.summaries
     if advice.alternative is not None:
         name = context.knowledge.procedures[advice.alternative.suggest].name
