@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_registry: Any = None
+#: What takes long to build, built once per process: "registry" (pint with UCUM), "grammar".
+_built: dict[str, Any] = {}
 
 
 def warm_up() -> None:
@@ -132,12 +134,43 @@ def _quantity(unit: str) -> Any:
     return quantity if hasattr(quantity, "dimensionality") and hasattr(quantity, "magnitude") else None
 
 
-def _get_registry() -> Any:
-    global _registry
-    if _registry is None:
+def _once(name: str, build: Any) -> Any:
+    if name not in _built:
         with _lock:
-            if _registry is None:
-                from ucumvert import PintUcumRegistry  # several seconds: only when first needed
+            if name not in _built:
+                _built[name] = build()
+    return _built[name]
 
-                _registry = PintUcumRegistry()
-    return _registry
+
+def _get_registry() -> Any:
+    def build() -> Any:
+        from ucumvert import PintUcumRegistry  # several seconds: only when first needed
+
+        return PintUcumRegistry()
+
+    return _once("registry", build)
+
+
+@lru_cache(maxsize=256)
+def unit_problem(unit: str) -> str | None:
+    """Why a criterion's ``unit`` could never be compared with results, or ``None``: not a UCUM code
+    (``mL/min/1.73m2`` is not; ``mL/min/{1.73_m2}`` is), or beyond what is parsed (see
+    :data:`MAX_UNIT_LENGTH`). For the knowledge loader; only the UCUM grammar is needed, which
+    is built in well under a second, not the registry."""
+    if len(unit) > MAX_UNIT_LENGTH or "(" in unit:
+        return (f"{unit!r}: a unit over {MAX_UNIT_LENGTH} characters or with parentheses is never "
+                "parsed, so no result would be converted into it")
+    from lark.exceptions import LarkError
+    from ucumvert.parser import parse_ucum
+
+    try:
+        parse_ucum(unit, _get_grammar())
+    except LarkError as error:  # ucumvert's InvalidUcumError says which character, and where
+        return str(error).splitlines()[0]
+    return None
+
+
+def _get_grammar() -> Any:
+    from ucumvert.parser import get_ucum_parser
+
+    return _once("grammar", get_ucum_parser)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from cds_service.chart.units import unit_problem
 from cds_service.kb.expansions import amend_valueset
 from cds_service.kb.grammar import VALUESET_OPERATORS, VALUESET_OPTIONS
 from cds_service.kb.model import Appropriateness
@@ -162,6 +163,8 @@ class ReferenceChecker:
         for option in VALUESET_OPTIONS:
             if option in criterion and criterion[option] not in self.m.valuesets:
                 self._missing(label, f"{path}.{option}", "value set", criterion[option])
+        if isinstance(criterion.get("unit"), str) and (problem := unit_problem(criterion["unit"])):
+            self.problems.append(f"{label}: {path}.unit: {problem}")
         if "ref" in criterion and criterion["ref"] not in self.m.definitions:
             self._missing(label, f"{path}.ref", "definition", criterion["ref"])
         if "imaging" in criterion:
