@@ -139,6 +139,8 @@ def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explai
     scenario, rating = assessment.scenario, assessment.rating
     ordered = assessment.ordered.name if assessment.ordered else "This study"
     recommended, blocked = assessment.recommended, assessment.ordered_blocked_by
+    # A block rules the study out (switch); a caution leaves it possible and says what to arrange.
+    hard = tuple(b for b in blocked if b.contraindication.severity != "caution")
     phrase = _phrase(scenario)
     if assessment.recommend_cancel:
         label = rating.rating.label
@@ -146,8 +148,8 @@ def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explai
         return _Advice("warning", (f"Low-value scan: {ordered} is {label} in {phrase}; {tail}",
                                    f"Low-value scan: {ordered} is {label} here; {tail}",
                                    f"Low-value scan: {ordered} is {label} here"), recommended, cancel=True)
-    if blocked and recommended:
-        reasons = "; ".join(b.contraindication.label for b in blocked)
+    if hard and recommended:
+        reasons = "; ".join(b.contraindication.label for b in hard)
         return _Advice("warning", (f"{ordered} may be unsafe here ({reasons}); consider {recommended.procedure.name}",
                                    f"{ordered} may be unsafe here; consider {recommended.procedure.name}"),
                        recommended, why_instead=f"Not ruled out by {reasons[0].lower()}{reasons[1:]}.")
@@ -163,19 +165,25 @@ def _advice(assessment: OrderAssessment, cards_when_appropriate: bool, *, explai
     if assessment.outcome is Outcome.NO_CRITERIA_APPLY and not explained:
         return _unrated_advice(assessment, ordered, phrase)
     if blocked:
-        return _safety_advice(assessment)
+        return _safety_advice(assessment, ordered)
     if cards_when_appropriate and rating:
         return _Advice("info", (f"{ordered} is {rating.rating.label} in {phrase}",
                                 f"{ordered} is {rating.rating.label} here"))
     return None
 
 
-def _safety_advice(assessment: OrderAssessment) -> _Advice:
+def _safety_advice(assessment: OrderAssessment, ordered: str) -> _Advice:
     """A contraindication touches the ordered study and nothing better is recommended: name it, and
     where a gadolinium caution leaves a same-region MRI without contrast that the scenario rates
-    Usually Appropriate, offer that too (as an option: a group II agent keeps the order possible)."""
-    label = assessment.ordered_blocked_by[0].contraindication.label
+    Usually Appropriate, offer that too (as an option: a group II agent keeps the order possible).
+    Cautions alone, with nothing to offer instead (an MR-conditional pacemaker): the study stays, and
+    the summary is what to arrange before it."""
+    touching = assessment.ordered_blocked_by
+    hard = [item for item in touching if item.contraindication.severity != "caution"]
+    label = (hard or touching)[0].contraindication.label
     alternative = assessment.without_contrast
+    if alternative is None and not hard:
+        return _Advice("warning", (f"{label} before {ordered}", label))
     if alternative is None:
         return _Advice("warning", (f"Check safety: {label}",))
     name = alternative.procedure.name

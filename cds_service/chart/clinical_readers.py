@@ -145,7 +145,7 @@ def read_device(resource: FhirObject, source: str, context: ReadContext) -> Iter
         return ()
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, text=text_of(concept) or _device_name(resource),
-        status=status, profiles=profiles_of(resource),
+        status=status, profiles=profiles_of(resource), safety_codes=codes_of_list(resource.safety),
     ),)
 
 
@@ -165,11 +165,12 @@ def read_device_use(resource: FhirObject, source: str, context: ReadContext) -> 
         return ()  # R4 requires it; without it there is nothing to say
     concept = device.concept                                  # R5 CodeableReference
     codes = codings_of(concept)
-    if not codes:
-        target = context.resolve(device, "Device")           # R4 Reference to a prefetched Device
-        if target is not None:
-            concept = target.type
-            codes = codings_of(concept)
+    # The MR labelling is on the Device itself (Device.safety), also when the statement codes it.
+    target = context.resolve(device, "Device")               # R4 Reference to a prefetched Device
+    safety = codes_of_list(target.safety) if target is not None else ()
+    if not codes and target is not None:
+        concept = target.type
+        codes = codings_of(concept)
     if not context.keeps(codes):
         return ()
     when = (fhir_date(resource.timingDateTime)
@@ -178,7 +179,7 @@ def read_device_use(resource: FhirObject, source: str, context: ReadContext) -> 
     return (ClinicalFact(
         kind=FactKind.DEVICE, codes=codes, source=source, date=when,
         text=text_of(concept) or string(device.display), status=status,
-        body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource),
+        body_site_codes=codes_of_list(resource.bodySite), profiles=profiles_of(resource), safety_codes=safety,
     ),)
 
 

@@ -118,6 +118,7 @@ class FhirObject(_Element):
     stage: Any = None                  # Condition.stage[]: summary / type read with as_codeable_concept
     device: AnyReference = None
     deviceName: Any = None
+    safety: AnyConcepts = None         # Device.safety: MR labelling (R4 device-safety value set)
     description: Any = None
     # dates
     onsetDateTime: Any = None

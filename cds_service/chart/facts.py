@@ -63,6 +63,9 @@ class ClinicalFact(msgspec.Struct, frozen=True, gc=False):
     reason_codes: tuple[Code, ...] = ()
     #: Observation.valueQuantity.code when its system is UCUM (``unit`` keeps the human-readable unit).
     ucum: str | None = None
+    #: Device.safety codings of a DEVICE fact (MR Conditional / MR Safe / MR Unsafe labelling): what
+    #: the device's labelling says about MRI, read by the ``safety_in`` criteria option.
+    safety_codes: tuple[Code, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,4 +15,4 @@ OPERATOR_NAMES = ("all", "any", "not", "ref", "condition", "procedure", "medicat
 VALUESET_OPERATORS = ("condition", "procedure", "medication", "observation", "marker_trend", "device", "allergy",
                       "finding", "stage", "order_reason")
 #: Options that name a value set too.
-VALUESET_OPTIONS = ("value_in", "reason_in")
+VALUESET_OPTIONS = ("value_in", "reason_in", "safety_in", "safety_not_in")

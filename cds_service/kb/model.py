@@ -21,6 +21,9 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+#: NCI Thesaurus (HL7 Terminology CodeSystem v3-nciThesaurus); FHIR R4's device-safety value set
+#: writes it by its OID, folded below.
+NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 
 #: Other spellings of the systems above seen in real data, folded when codes are compared.
 SYSTEM_ALIASES = {
@@ -30,6 +33,7 @@ SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
     "http://www.ama-assn.org/go/cpt/": CPT,
+    "urn:oid:2.16.840.1.113883.3.26.1.1": NCIT,
 }
 
 

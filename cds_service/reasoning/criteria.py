@@ -26,7 +26,8 @@ from cds_service.kb.compiled import ANY_REASON
 from cds_service.kb.model import Criterion, Knowledge, ValueSet
 from cds_service.reasoning.assessment import Evidence
 from cds_service.reasoning.lab_values import format_value, only_latest, value_test
-from cds_service.reasoning.fact_selection import day_of, newest_first, reasons_in, trend_label
+from cds_service.reasoning.fact_selection import day_of, fact_label as _fact_label, newest_first, reasons_in
+from cds_service.reasoning.fact_selection import safety_test, trend_label
 
 __all__ = ["CriterionResult", "CriteriaEvaluator", "evaluate", "OPERATOR_OPTIONS"]
 
@@ -57,7 +58,7 @@ OPERATOR_OPTIONS: dict[str, frozenset[str]] = {
     "observation": _WINDOW | {"value_below", "value_above", "value_in", "unit", "above_reference_high", "latest"},
     "stage": _WINDOW | {"reason_in"},
     "marker_trend": frozenset({"trend", "window_days", "min_rise_fraction"}),
-    "device": _WINDOW,
+    "device": _WINDOW | {"safety_in", "safety_not_in"},
     "allergy": _WINDOW,
     "finding": _WINDOW,
     "imaging": _WINDOW,
@@ -93,16 +94,6 @@ ORDER_REASON_STATUS = "active"
 def evaluate(criterion: Criterion, facts: ChartFacts, knowledge: Knowledge) -> CriterionResult:
     """Evaluate one criterion; see :class:`CriteriaEvaluator` to evaluate many over one chart."""
     return CriteriaEvaluator(facts, knowledge).evaluate(criterion)
-
-
-def _fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
-    """"Pelvic pain (2026-10-02)"; order reasons say so instead of a date. Labels are shown to
-    clinicians, so they name no resource (the fact itself keeps ``source`` for the audit)."""
-    if fact.kind is FactKind.ORDER_REASON:
-        return f"{title} (reason given on this order)"
-    if day is None:
-        return f"{title} (undated)"
-    return f"{title} ({day.isoformat()})"
 
 
 #: Criterion object id → (criterion, its operator); bounded because tests make criteria by the
@@ -297,7 +288,9 @@ class CriteriaEvaluator:
         return lambda fact: any(reasons.contains(code) for code in fact.reason_codes)
 
     def _device(self, criterion: Criterion) -> CriterionResult:
-        return self._coded(criterion, "device", (FactKind.DEVICE,))
+        """``safety_in`` / ``safety_not_in``: what the device's own MR labelling (Device.safety) says."""
+        accept, label = safety_test(criterion, self._valueset)
+        return self._coded(criterion, "device", (FactKind.DEVICE,), accept, label)
 
     def _allergy(self, criterion: Criterion) -> CriterionResult:
         return self._coded(criterion, "allergy", (FactKind.ALLERGY,))

@@ -1,23 +1,59 @@
 """Small selections over chart facts used by criteria operators (kept apart from criteria.py, whose
-evaluator loop is tuned for speed): the draft order's reasons in or outside a value set, and the
-ordering of evidence by date."""
+evaluator loop is tuned for speed): the draft order's reasons in or outside a value set, a device's
+MR labelling, the labels of evidence and their ordering by date."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from cds_service.chart.facts import ClinicalFact, FactKind, MarkerTrend
 from cds_service.kb.model import ValueSet
 from cds_service.reasoning.assessment import Evidence
 from cds_service.reasoning.lab_values import format_value
 
-__all__ = ["reasons_in", "evidence_day", "newest_first", "day_of", "trend_label"]
+__all__ = ["reasons_in", "evidence_day", "newest_first", "day_of", "trend_label", "fact_label", "safety_test"]
 
 
 def day_of(value: date | None) -> date | None:
     """Dates compare as days; a datetime that slipped through is cut to its date."""
     return value.date() if isinstance(value, datetime) else value
+
+
+def fact_label(title: str, fact: ClinicalFact, day: date | None) -> str:
+    """"Pelvic pain (2026-10-02)"; order reasons say so instead of a date. Labels are shown to
+    clinicians, so they name no resource (the fact itself keeps ``source`` for the audit)."""
+    if fact.kind is FactKind.ORDER_REASON:
+        return f"{title} (reason given on this order)"
+    if day is None:
+        return f"{title} (undated)"
+    return f"{title} ({day.isoformat()})"
+
+
+Label = Callable[[str, ClinicalFact, "date | None"], str]
+
+
+def safety_test(criterion: Mapping, valueset_of: Callable[[str], ValueSet]
+                ) -> tuple[Callable[[ClinicalFact], bool] | None, Label]:
+    """The ``device`` options ``safety_in`` (a Device.safety code in that value set) and
+    ``safety_not_in`` (none in it, also when the chart records no labelling), and an evidence label
+    that says which labelling decided ("Pacemaker or implanted defibrillator, labelled MR
+    Conditional"). Without either option: no test, the plain label."""
+    wanted = valueset_of(criterion["safety_in"]) if "safety_in" in criterion else None
+    refused = valueset_of(criterion["safety_not_in"]) if "safety_not_in" in criterion else None
+    if wanted is None and refused is None:
+        return None, fact_label
+
+    def accept(fact: ClinicalFact) -> bool:
+        if wanted is not None and not wanted.contains_any(fact.safety_codes):
+            return False
+        return refused is None or not refused.contains_any(fact.safety_codes)
+
+    def label(title: str, fact: ClinicalFact, day: date | None) -> str:
+        said = wanted.title if wanted is not None else f"not {refused.title}"  # type: ignore[union-attr]
+        return fact_label(f"{title}, {said[0].lower()}{said[1:]}", fact, day)
+
+    return accept, label
 
 
 def reasons_in(reasons: Iterable[ClinicalFact], valueset: ValueSet, outside: bool = False) -> list[ClinicalFact]:
