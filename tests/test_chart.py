@@ -440,6 +440,21 @@ def test_device_use_statement_with_r5_concept():
     assert code_pairs(only_fact(resource)) == {(SNOMED, "14106009")}
 
 
+MR_CONDITIONAL = {"coding": [{"system": "urn:oid:2.16.840.1.113883.3.26.1.1", "code": "C106046",
+                               "display": "Magnetic Resonance Conditional"}]}  # FHIR R4 device-safety value set
+
+
+def test_device_safety_is_read_from_the_device_and_through_its_use_statement():
+    labelled = device("14106009", id="pm")
+    labelled["safety"] = [MR_CONDITIONAL, {"text": "no coding"}]
+    chart = facts_of(labelled, device_use_statement("pm", id="use-1"), device("72506001", id="icd"))
+    by_source = {f.source: f for f in chart.facts}
+    for source in ("Device/pm", "DeviceUseStatement/use-1"):
+        assert [(c.system, c.code) for c in by_source[source].safety_codes] == [
+            ("urn:oid:2.16.840.1.113883.3.26.1.1", "C106046")]
+    assert by_source["Device/icd"].safety_codes == ()  # nothing recorded: no labelling claimed
+
+
 @pytest.mark.parametrize("status", ["inactive", "entered-in-error"])
 def test_inactive_devices_are_skipped(status):
     assert facts_of(device("14106009", status=status)).facts == ()

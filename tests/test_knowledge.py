@@ -244,6 +244,7 @@ def test_clinician_text_is_not_copied_from_the_sources(kb: Knowledge):
         source_shingles |= shingles(path.read_text(encoding="utf-8"))
     texts = [p.name for p in kb.procedures.values()]
     texts += [c.label for c in kb.contraindications] + [o.display for o in kb.override_reasons.values()]
+    texts += [c.advice for c in kb.contraindications if c.advice]
     for s in kb.scenarios:
         texts += [s.title, s.summary, s.advice, *(r.summary for r in s.recommendations), *(r.detail for r in s.recommendations)]
         texts += [r.note for r in s.ratings if r.note]
@@ -285,6 +286,22 @@ def test_unknown_valueset_reference_is_refused(tmp_path: Path):
     message = _problems(base)
     assert "bone-tumour-local-surveillance.json" in message
     assert "unknown value set 'no-such-valueset'" in message
+
+
+def test_device_safety_options_name_value_sets_and_belong_to_devices(tmp_path: Path):
+    base = _copy_kb(tmp_path)
+
+    def break_it(d):
+        d["contraindications"][0]["when"]["any"][0]["safety_in"] = "no-such-labelling"
+        d["contraindications"].append({"id": "broken", "label": "Broken", "blocks": ["mri"], "sources": ["icd10cm-2026"],
+                                       "when": {"condition": "claustrophobia", "safety_in": "mr-unsafe-labelling"}})
+    _edit(base / "contraindications.json", break_it)
+    message = _problems(base)
+    assert "contraindications.json" in message and "safety_in" in message  # not a device option
+    base = _copy_kb(tmp_path / "second")
+    _edit(base / "contraindications.json",
+          lambda d: d["contraindications"][0]["when"]["any"][0].update(safety_in="no-such-labelling"))
+    assert "unknown value set 'no-such-labelling'" in _problems(base)
 
 
 def test_unknown_procedure_and_definition_are_refused(tmp_path: Path):

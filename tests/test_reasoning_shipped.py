@@ -53,6 +53,19 @@ KNEE_MRI = (("cpt", "73721"),)
 # -- charts ---------------------------------------------------------------------------------------------
 
 PACEMAKER = fact(FactKind.DEVICE, "sct", "441509002", ago=1500, status="active", source="Device/pm")
+_NCIT_OID = "urn:oid:2.16.840.1.113883.3.26.1.1"  # as FHIR R4's device-safety value set writes NCI Thesaurus
+MR_CONDITIONAL = Code(_NCIT_OID, "C106046", "Magnetic Resonance Conditional")
+MR_UNSAFE = Code("http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "C106047", "Magnetic Resonance Unsafe")
+NO_MR_INFO = Code(_NCIT_OID, "C113844", "Labeling does not Contain MRI Safety Information")
+PACEMAKER_MR_CONDITIONAL = fact(FactKind.DEVICE, "sct", "14106009", ago=None, status="active", source="Device/pmc",
+                                safety_codes=(MR_CONDITIONAL,))
+PACEMAKER_MR_UNSAFE = fact(FactKind.DEVICE, "sct", "14106009", ago=None, status="active", source="Device/pmu",
+                           safety_codes=(MR_UNSAFE,))
+PACEMAKER_NO_MR_INFO = fact(FactKind.DEVICE, "sct", "14106009", ago=None, status="active", source="Device/pmx",
+                            safety_codes=(NO_MR_INFO,))
+PACEMAKER_CONFLICTING = fact(FactKind.DEVICE, "sct", "14106009", ago=None, status="active", source="Device/pmz",
+                             safety_codes=(MR_CONDITIONAL, MR_UNSAFE))
+PACEMAKER_PROBLEM = condition("icd", "Z95.0", ago=800, source="Condition/z950")
 IODINATED_ALLERGY = condition("icd", "Z91.041", ago=2000, source="Condition/dye")
 LOW_EGFR = observation("loinc", "98979-8", 24, ago=12, unit="mL/min/1.73m2", source="Observation/egfr")
 CLAUSTROPHOBIA = condition("sct", "19887002", ago=900, source="Condition/claus")
@@ -170,6 +183,36 @@ def test_seed_a_contraindications(kb, extra, ordered, blocked, recommended):
     assert result.scenario.id == "cervix-suspected-recurrence"
     assert [item.contraindication.id for item in result.ordered_blocked_by] == blocked
     assert (result.recommended.procedure.id if result.recommended else None) == recommended
+
+
+MR_BLOCK, MR_CAUTION = "mri-implanted-cardiac-device", "mri-cardiac-device-mr-conditional"
+
+
+@pytest.mark.parametrize(
+    "devices, ordered, blocked, recommended",
+    [
+        ([PACEMAKER_MR_CONDITIONAL], MRI_AP, [MR_CAUTION], None),              # MRI stays, with the protocol
+        ([PACEMAKER_MR_CONDITIONAL, PACEMAKER_PROBLEM], MRI_AP, [MR_CAUTION], None),  # Z95.0 is that device
+        ([PACEMAKER_MR_CONDITIONAL], US_PELVIS, [], "mri-abdomen-pelvis-wo-w"),  # the MRI is still preferred
+        ([PACEMAKER_MR_UNSAFE], MRI_AP, [MR_BLOCK], "ct-abdomen-pelvis-w"),
+        ([PACEMAKER_NO_MR_INFO], MRI_AP, [MR_BLOCK], "ct-abdomen-pelvis-w"),
+        ([PACEMAKER_CONFLICTING], MRI_AP, [MR_BLOCK], "ct-abdomen-pelvis-w"),    # conflicting labels: the unsafe one
+        ([PACEMAKER_MR_CONDITIONAL, PACEMAKER_MR_UNSAFE], MRI_AP, [MR_BLOCK, MR_CAUTION], "ct-abdomen-pelvis-w"),
+        ([PACEMAKER_PROBLEM], MRI_AP, [MR_BLOCK], "ct-abdomen-pelvis-w"),        # a problem-list code alone
+    ],
+    ids=["conditional", "conditional+z95", "us+conditional", "unsafe", "no-mr-info", "conflicting",
+         "conditional+unsafe-device", "z95-only"],
+)
+def test_seed_a_mr_labelling_grades_the_cardiac_device(kb, devices, ordered, blocked, recommended):
+    """HRS 2017 Table 5: an MR-conditional system is scanned under its labelling (a caution naming the
+    device protocol); MR Unsafe or unknown labelling stays a block that moves the order to CT."""
+    result = assess(kb, [*cervix_symptomatic(), *devices], *ordered)
+    assert [item.contraindication.id for item in result.ordered_blocked_by] == blocked
+    assert (result.recommended.procedure.id if result.recommended else None) == recommended
+    active = {item.contraindication.id: item for item in result.contraindications}
+    if MR_CAUTION in active:
+        assert active[MR_CAUTION].contraindication.severity == "caution"
+        assert "labelled MR Conditional" in active[MR_CAUTION].evidence[0].label
 
 
 # -- cervix neighbours --------------------------------------------------------------------------------

@@ -49,9 +49,11 @@ def safety_test(criterion: Mapping, valueset_of: Callable[[str], ValueSet]
             return False
         return refused is None or not refused.contains_any(fact.safety_codes)
 
+    said = wanted.title if wanted is not None else refused.title  # type: ignore[union-attr]
+    said = ("" if wanted is not None else "not ") + said[:1].lower() + said[1:]
+
     def label(title: str, fact: ClinicalFact, day: date | None) -> str:
-        said = wanted.title if wanted is not None else f"not {refused.title}"  # type: ignore[union-attr]
-        return fact_label(f"{title}, {said[0].lower()}{said[1:]}", fact, day)
+        return fact_label(f"{title}, {said}", fact, day)
 
     return accept, label
 
