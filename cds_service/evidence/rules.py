@@ -70,7 +70,7 @@ def _leaf(criterion: Mapping, knowledge: Knowledge) -> str:
     operator = next((key for key in _KIND_WORDS if key in criterion), None)
     if operator is not None:
         text = _valueset_title(criterion[operator], knowledge) + _KIND_WORDS[operator]
-        text += _value_words(criterion) + _status_words(criterion)
+        text += _value_words(criterion) + _status_words(criterion) + _safety_words(criterion, knowledge)
     elif "marker_trend" in criterion:
         text = f"{_valueset_title(criterion['marker_trend'], knowledge)} {criterion.get('trend', 'rising')}"
         text += f" over the last {criterion['window_days']} days" if "window_days" in criterion else ""
@@ -95,6 +95,16 @@ def _value_words(criterion: Mapping) -> str:
     if "value_in" in criterion:
         return " with a coded result of interest"
     return ""
+
+
+def _safety_words(criterion: Mapping, knowledge: Knowledge) -> str:
+    """A device's MR labelling: ", labelled MR Conditional or MR Safe", ", not labelled MR Unsafe"."""
+    words = []
+    for option, prefix in (("safety_in", ""), ("safety_not_in", "not ")):
+        if option in criterion:
+            title = _valueset_title(criterion[option], knowledge)
+            words.append(prefix + title[:1].lower() + title[1:])
+    return (", " + " and ".join(words)) if words else ""
 
 
 def _status_words(criterion: Mapping) -> str:
