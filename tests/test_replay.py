@@ -51,6 +51,27 @@ def test_real_world_corpus_is_replayed_without_false_alarms(results):
     assert all(r.passed for r in ran), [(r.case, r.mode, r.problems) for r in ran if not r.passed]
 
 
+def _warns_and_cancels(expect: dict) -> bool:
+    return any(card.get("indicator") == "warning" and card.get("suggestion") == "cancel"
+               for card in expect.get("cards", []))
+
+
+def test_real_world_corpus_measures_recall_and_names_every_miss():
+    # The corpus must hold charts on which the low-value warning is the clinically right answer (else
+    # "0 misses" says nothing), and every case whose replay expectation is quieter than the clinician's
+    # verdict must say why: the chart lacks the information, or a named gap of the service.
+    cases = [json.loads(p.read_text(encoding="utf-8")) for p in (FIXTURES / "realworld" / "cases").glob("*.json")]
+    warned = [c for c in cases if c.get("clinical_verdict") == "warn" and _warns_and_cancels(c["expect"])]
+    assert len({c["chart"] for c in warned}) >= 1 and len(warned) >= 3
+    for case in cases:
+        verdict = case.get("clinical_verdict", "quiet")
+        assert verdict in ("warn", "quiet"), case["description"]
+        if verdict == "quiet":
+            assert not _warns_and_cancels(case["expect"]), case["description"]
+        elif not _warns_and_cancels(case["expect"]):
+            assert case.get("chart_lacks") or case.get("service_gap"), case["description"]
+
+
 def test_main_prints_a_summary_and_fails_on_a_mismatch(tmp_path):
     # A one-case copy of the fixtures whose expectation is deliberately wrong.
     (tmp_path / "cases").mkdir()
