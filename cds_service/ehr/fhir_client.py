@@ -258,7 +258,7 @@ class FhirClient:
         self._pool_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the HTTP session's pooled connections and the fetch threads."""
+        """Close the pooled connections and the fetch threads."""
         self._http.clear()
         with self._pool_lock:
             pool, self._pool = self._pool, None
@@ -329,8 +329,9 @@ class FhirClient:
             return first
         pages = self._read_pages(origin, headers, resource_type, next_url, seen={url})
         merged: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-        if member(first, "total") is not None:
-            merged["total"] = member(first, "total")
+        total = member(first, "total")
+        if total is not None:
+            merged["total"] = total
         if pages.unread_next is not None:
             merged["link"] = [{"relation": "next", "url": pages.unread_next}]
         merged["entry"] = list(_entries(first)) + pages.entries
@@ -398,8 +399,10 @@ class FhirClient:
                 log.warning("%s answered HTTP %d", what, response.status)
                 raise FhirFetchFailed(f"{what} answered HTTP {response.status}")
             body = self._read_body(response, what, deadline)
-        finally:
-            response.release_conn()
+        except BaseException:
+            response.close()  # unread bytes may remain: this connection must not go back to the pool
+            raise
+        response.release_conn()  # read to the end: the connection is reused
         try:
             document = self._decode_json(body)  # msgspec, like the request's decoder: integers of any size
         except (msgspec.DecodeError, RecursionError):
